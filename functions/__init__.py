@@ -1,0 +1,1 @@
+"""Berth's functions: one FastAPI app per service, each wrapped for AWS Lambda by Mangum."""

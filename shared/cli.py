@@ -1,0 +1,93 @@
+"""The ``berth`` command: run the local platform, its gateway, functions, migrations and key rotation."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+# Functions and the ports they listen on when served as plain ASGI apps (the proposal's ports).
+FUNCTION_PORTS = {"ui": 3000, "auth": 3001, "images": 3002, "containers": 3003,
+                  "load_balancer": 3004, "discovery": 3005}
+
+
+def _cmd_migrate(_: argparse.Namespace) -> int:
+    from shared.config import CoreSettings
+    from shared.migrate import apply_migrations
+
+    applied = apply_migrations(CoreSettings().database_url)
+    print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
+    return 0
+
+
+def _cmd_rotate_keys(_: argparse.Namespace) -> int:
+    from functions.auth.signing_keys import rotate_signing_key
+    from shared.config import get_function_settings
+
+    kid = asyncio.run(rotate_signing_key(get_function_settings()))
+    print(f"new signing key {kid}; older keys stay published until the tokens they signed expire")
+    return 0
+
+
+def _cmd_gateway(args: argparse.Namespace) -> int:
+    from shared.gateway.server import run_gateway
+
+    return run_gateway(host=args.host, port=args.port, tls=args.tls)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    port = args.port or FUNCTION_PORTS[args.function]
+    uvicorn.run(f"functions.{args.function}.app:app", host=args.host, port=port, log_level="warning")
+    return 0
+
+
+def _cmd_local(args: argparse.Namespace) -> int:
+    from shared import local_stack
+
+    actions = {"up": local_stack.up, "down": local_stack.down, "status": local_stack.status,
+               "aws": local_stack.run_local_aws}
+    return actions[args.action]()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="berth", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("migrate", help="create the database if needed and apply pending migrations") \
+        .set_defaults(run=_cmd_migrate)
+    commands.add_parser("rotate-keys", help="add a new token signing key without logging anyone out") \
+        .set_defaults(run=_cmd_rotate_keys)
+
+    gateway = commands.add_parser("gateway", help="run the local API gateway from gateway-config/")
+    gateway.add_argument("--host", default=None, help="bind address (BERTH_GATEWAY_HOST, 127.0.0.1)")
+    gateway.add_argument("--port", type=int, default=None, help="port (BERTH_GATEWAY_PORT, 8080)")
+    gateway.add_argument("--tls", action="store_true", default=None,
+                         help="serve HTTPS with a generated self-signed certificate")
+    gateway.set_defaults(run=_cmd_gateway)
+
+    serve = commands.add_parser("serve", help="serve one function as a plain ASGI app, without the gateway")
+    serve.add_argument("function", choices=sorted(FUNCTION_PORTS))
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=None)
+    serve.set_defaults(run=_cmd_serve)
+
+    local = commands.add_parser("local", help="the whole platform on this machine")
+    local.add_argument("action", choices=["up", "down", "status", "aws"],
+                       help="up: start (idempotent); down: stop what up started; status; "
+                            "aws: run the local S3/SQS server in the foreground")
+    local.set_defaults(run=_cmd_local)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Settings for every Berth process, read from the environment and validated at start.
+
+Each process composes the pieces it needs into one model (see ``FunctionSettings`` and
+``GatewaySettings``) so a misconfiguration fails at cold start, not on the first request.
+Every variable is documented in the README's configuration table.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEVELOPMENT_SECRET = "berth-development-secret-change-me"  # noqa: S105 - refused outside development
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class _Base(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BERTH_", extra="ignore", frozen=True)
+
+
+class CoreSettings(_Base):
+    environment: Environment = Environment.DEVELOPMENT
+    log_level: str = "INFO"
+    database_url: str = "postgresql://berth:berth@127.0.0.1:5432/berth"
+    database_pool_max: int = Field(default=10, ge=1)
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Every Redis key starts with this, so tests and several stacks can share one server.
+    redis_prefix: str = "berth:"
+
+
+class AwsSettings(_Base):
+    """Where the S3 and SQS APIs live: moto locally, LocalStack or AWS by changing the endpoint."""
+
+    aws_endpoint_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_ENDPOINT_URL", "BERTH_AWS_ENDPOINT_URL")
+    )
+    aws_region: str = Field(
+        default="us-east-1", validation_alias=AliasChoices("AWS_DEFAULT_REGION", "AWS_REGION")
+    )
+    images_bucket: str = "berth-images"
+    jobs_queue: str = "berth-jobs"
+    jobs_dead_letter_queue: str = "berth-jobs-dlq"
+
+
+class AuthSettings(_Base):
+    jwt_issuer: str = "http://127.0.0.1:8080/api/auth"
+    jwt_audience: str = "berth-api"
+    # Where functions served on their own (not behind the gateway) fetch the auth function's keys.
+    jwks_url: str = "http://127.0.0.1:8080/api/auth/.well-known/jwks.json"
+    access_token_ttl_seconds: int = Field(default=900, ge=30, le=3600)
+    refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=300)
+    # Encrypts signing keys at rest; a real deployment must set its own.
+    secret_key: SecretStr = SecretStr(DEVELOPMENT_SECRET)
+    password_min_length: int = Field(default=10, ge=8)
+    signin_max_failures: int = Field(default=5, ge=1)
+    signin_failure_window_seconds: int = Field(default=900, ge=1)
+    # How long a function trusts its cached copy of the signing keys before re-reading them.
+    key_cache_seconds: int = Field(default=30, ge=0)
+
+
+class FunctionSettings(CoreSettings, AwsSettings, AuthSettings):
+    """What every function needs at cold start."""
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> FunctionSettings:
+        if self.environment is Environment.PRODUCTION and (
+            self.secret_key.get_secret_value() == DEVELOPMENT_SECRET
+        ):
+            raise ValueError("BERTH_SECRET_KEY must be set to a real secret outside development")
+        return self
+
+    @property
+    def aws_endpoint(self) -> str | None:
+        """The S3/SQS endpoint: moto on 127.0.0.1:4566 by default in development, AWS otherwise."""
+        if self.aws_endpoint_url:
+            return self.aws_endpoint_url
+        if self.environment is Environment.PRODUCTION:
+            return None
+        return "http://127.0.0.1:4566"
+
+
+class GatewaySettings(FunctionSettings):
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    gateway_spec: Path = PROJECT_ROOT / "gateway-config" / "openapi.yaml"
+    gateway_template: Path = PROJECT_ROOT / "template.yaml"
+    gateway_max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+    # Lambda-like concurrency: at most this many warm instances of each function.
+    gateway_function_concurrency: int = Field(default=4, ge=1, le=64)
+    gateway_function_timeout_seconds: float = Field(default=29.0, gt=0)
+    # Rate limits live in the OpenAPI document (x-berth-throttling); these override every route's
+    # values when set, for an operator under attack or a test that needs small numbers.
+    gateway_rate_limit_per_ip: int | None = Field(default=None, ge=1)
+    gateway_rate_limit_per_user: int | None = Field(default=None, ge=1)
+    gateway_rate_limit_window_seconds: int | None = Field(default=None, ge=1)
+    gateway_tls: bool = False
+    gateway_state_dir: Path = PROJECT_ROOT / ".berth"
+
+
+@lru_cache
+def get_function_settings() -> FunctionSettings:
+    return FunctionSettings()
+
+
+@lru_cache
+def get_gateway_settings() -> GatewaySettings:
+    return GatewaySettings()
