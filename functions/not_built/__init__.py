@@ -1,0 +1,1 @@
+"""Placeholder function: answers 501 on every route whose real function is not built yet."""
