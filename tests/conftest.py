@@ -27,12 +27,14 @@ TEST_REDIS_PREFIX = f"berth-test-{RUN_ID}:"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # Settings are read from the environment at first use; point them at the test's own resources.
-os.environ.update({
-    "BERTH_ENVIRONMENT": "test",
-    "BERTH_DATABASE_URL": TEST_DATABASE_URL,
-    "BERTH_REDIS_PREFIX": TEST_REDIS_PREFIX,
-    "BERTH_LOG_LEVEL": os.environ.get("BERTH_LOG_LEVEL", "WARNING"),
-})
+os.environ.update(
+    {
+        "BERTH_ENVIRONMENT": "test",
+        "BERTH_DATABASE_URL": TEST_DATABASE_URL,
+        "BERTH_REDIS_PREFIX": TEST_REDIS_PREFIX,
+        "BERTH_LOG_LEVEL": os.environ.get("BERTH_LOG_LEVEL", "WARNING"),
+    }
+)
 
 
 def free_port() -> int:
@@ -75,6 +77,10 @@ def redis_prefix() -> Iterator[str]:
     client.close()
 
 
+# Gateway settings that lift every rate limit (still checked in Redis on each request, never reached).
+UNLIMITED = {"BERTH_GATEWAY_RATE_LIMIT_PER_IP": "1000000000", "BERTH_GATEWAY_RATE_LIMIT_PER_USER": "1000000000"}
+
+
 @dataclass
 class RunningGateway:
     url: str
@@ -86,23 +92,23 @@ class RunningGateway:
         return self.log_path.read_text(errors="replace")
 
 
-def start_gateway(tmp_dir: Path, extra_env: dict[str, str] | None = None, *, tls: bool = False
-                  ) -> RunningGateway:
+def start_gateway(tmp_dir: Path, extra_env: dict[str, str] | None = None, *, tls: bool = False) -> RunningGateway:
     port = free_port()
     scheme = "https" if tls else "http"
     env = dict(os.environ)
-    env.update({
-        "BERTH_GATEWAY_PORT": str(port),
-        "BERTH_GATEWAY_STATE_DIR": str(tmp_dir),
-        "BERTH_JWT_ISSUER": f"{scheme}://127.0.0.1:{port}/api/auth",
-        "BERTH_JWKS_URL": f"{scheme}://127.0.0.1:{port}/api/auth/.well-known/jwks.json",
-    })
+    env.update(
+        {
+            "BERTH_GATEWAY_PORT": str(port),
+            "BERTH_GATEWAY_STATE_DIR": str(tmp_dir),
+            "BERTH_JWT_ISSUER": f"{scheme}://127.0.0.1:{port}/api/auth",
+            "BERTH_JWKS_URL": f"{scheme}://127.0.0.1:{port}/api/auth/.well-known/jwks.json",
+        }
+    )
     env.update(extra_env or {})
     log_path = tmp_dir / f"gateway-{port}.log"
     command = [sys.executable, "-m", "shared.cli", "gateway"] + (["--tls"] if tls else [])
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   cwd=PROJECT_ROOT)
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
     url = f"{scheme}://127.0.0.1:{port}"
     try:
         wait_for_http(url + "/api/auth/.well-known/openid-configuration", process=process)
@@ -125,7 +131,9 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="session")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     """One local gateway for the session, with every function behind it, as a user would reach it."""
-    running = start_gateway(tmp_path_factory.mktemp("gateway"))
+    # Every test signs up and in from 127.0.0.1; the document's per-IP limits on those routes would stop
+    # the suite. Rate limiting itself is tested on gateways of its own (tests/e2e/test_gateway_limits.py).
+    running = start_gateway(tmp_path_factory.mktemp("gateway"), UNLIMITED)
     yield running
     stop_process(running.process)
 
