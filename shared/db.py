@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from shared.errors import DependencyError
@@ -21,16 +21,25 @@ class Database:
     """A pool of connections to one database; rows come back as dicts."""
 
     def __init__(self, url: str, max_size: int = 10) -> None:
-        self._pool = AsyncConnectionPool(
-            url, min_size=1, max_size=max_size, open=False, timeout=10,
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[DictRow]] = AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            timeout=10,
             kwargs={"row_factory": dict_row, "autocommit": False},
         )
         self._opened = False
+        # Concurrent first requests must not open the pool twice (psycopg_pool asserts on that).
+        self._open_lock = asyncio.Lock()
 
     async def open(self) -> None:
-        if not self._opened:
-            await self._pool.open(wait=True, timeout=10)
-            self._opened = True
+        if self._opened:
+            return
+        async with self._open_lock:
+            if not self._opened:
+                await self._pool.open(wait=True, timeout=10)
+                self._opened = True
 
     async def close(self) -> None:
         if self._opened:
@@ -38,7 +47,7 @@ class Database:
             self._opened = False
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection]:
+    async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection[DictRow]]:
         """A connection inside one transaction: committed on success, rolled back on error."""
         try:
             await self.open()

@@ -1,0 +1,291 @@
+"""The auth function's data access: users, sessions, refresh tokens and signing keys in PostgreSQL.
+
+Every method is one transaction. Invariants that concurrent requests could break live in SQL: an email
+is taken once (unique constraint + ON CONFLICT), a refresh token is used once (conditional UPDATE), the
+first signing key is created once (advisory lock).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+
+from shared.config import FunctionSettings
+from shared.db import Database, get_database
+
+# Serialises creating and rotating signing keys across every instance of the function.
+SIGNING_KEYS_LOCK_ID = 0x6265727468_01  # "berth" + 1
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    id: str
+    email: str
+    role: str
+    plan: str
+    password_hash: str
+
+
+@dataclass(frozen=True)
+class SigningKeyRecord:
+    kid: str
+    private_key_encrypted: bytes
+    public_jwk: dict[str, Any]
+    created_at: datetime
+    retired_at: datetime | None
+
+
+class RotationStatus(enum.Enum):
+    ROTATED = "rotated"
+    REUSED = "reused"
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True)
+class RefreshRotation:
+    """What presenting a refresh token did: rotated it, caught a reuse (session revoked), or nothing."""
+
+    status: RotationStatus
+    session_id: str | None = None
+    user: UserRecord | None = None
+
+
+def _user(row: Row) -> UserRecord:
+    return UserRecord(
+        id=str(row["id"]), email=row["email"], role=row["role"], plan=row["plan"], password_hash=row["password_hash"]
+    )
+
+
+def _signing_key(row: Row) -> SigningKeyRecord:
+    return SigningKeyRecord(
+        kid=row["kid"],
+        private_key_encrypted=bytes(row["private_key_encrypted"]),
+        public_jwk=dict(row["public_jwk"]),
+        created_at=row["created_at"],
+        retired_at=row["retired_at"],
+    )
+
+
+Row = dict[str, Any]
+
+
+async def _one(conn: AsyncConnection[Any], query: str, params: tuple[Any, ...] = ()) -> Row | None:
+    # The pool's connections use psycopg's dict_row factory (shared.db).
+    cursor = await conn.execute(query, params)
+    return cast(Row | None, await cursor.fetchone())
+
+
+async def _all(conn: AsyncConnection[Any], query: str, params: tuple[Any, ...] = ()) -> list[Row]:
+    cursor = await conn.execute(query, params)
+    return cast(list[Row], await cursor.fetchall())
+
+
+async def _rowcount(conn: AsyncConnection[Any], query: str, params: tuple[Any, ...] = ()) -> int:
+    cursor = await conn.execute(query, params)
+    return cursor.rowcount
+
+
+_ACTIVE_KEY_QUERY = (
+    "SELECT kid, private_key_encrypted, public_jwk, created_at, retired_at "
+    "FROM signing_keys WHERE retired_at IS NULL ORDER BY created_at DESC, kid DESC LIMIT 1"
+)
+
+
+class AuthStore:
+    """SQL for users, sessions, refresh tokens and signing keys over one connection pool."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    # --- users -------------------------------------------------------------------------------------
+
+    async def create_user(self, email: str, password_hash: str) -> UserRecord | None:
+        """Insert a user; None when the email is already taken."""
+        async with self._db.transaction() as conn:
+            row = await _one(
+                conn,
+                "INSERT INTO users (email, password_hash) VALUES (%s, %s) "
+                "ON CONFLICT (email) DO NOTHING RETURNING id, email, role, plan, password_hash",
+                (email, password_hash),
+            )
+        return _user(row) if row else None
+
+    async def user_by_email(self, email: str) -> UserRecord | None:
+        """The user with this (normalised) email, if any."""
+        async with self._db.transaction() as conn:
+            row = await _one(conn, "SELECT id, email, role, plan, password_hash FROM users WHERE email = %s", (email,))
+        return _user(row) if row else None
+
+    async def user_by_id(self, user_id: str) -> UserRecord | None:
+        """The user with this id, if any."""
+        async with self._db.transaction() as conn:
+            row = await _one(
+                conn, "SELECT id, email, role, plan, password_hash FROM users WHERE id = %s::uuid", (user_id,)
+            )
+        return _user(row) if row else None
+
+    async def replace_password_hash(self, user_id: str, old_hash: str, new_hash: str) -> bool:
+        """Swap the hash for a rehashed one, unless the password changed meanwhile; True if swapped."""
+        async with self._db.transaction() as conn:
+            return (
+                await _rowcount(
+                    conn,
+                    "UPDATE users SET password_hash = %s WHERE id = %s::uuid AND password_hash = %s",
+                    (new_hash, user_id, old_hash),
+                )
+                == 1
+            )
+
+    # --- sessions and refresh tokens ---------------------------------------------------------------
+
+    async def open_session(self, user_id: str, refresh_token_hash: bytes, ttl_seconds: int) -> str:
+        """Start a session lasting ``ttl_seconds`` with its first refresh token; returns the session id."""
+        async with self._db.transaction() as conn:
+            session = await _one(
+                conn,
+                "INSERT INTO auth_sessions (user_id, expires_at) "
+                "VALUES (%s::uuid, now() + make_interval(secs => %s)) "
+                "RETURNING id, expires_at",
+                (user_id, ttl_seconds),
+            )
+            assert session is not None
+            await conn.execute(
+                "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES (%s, %s, %s)",
+                (refresh_token_hash, session["id"], session["expires_at"]),
+            )
+        return str(session["id"])
+
+    async def rotate_refresh_token(self, presented_hash: bytes, replacement_hash: bytes) -> RefreshRotation:
+        """Use the presented refresh token once and store its replacement; a second use revokes the session.
+
+        The conditional UPDATE (``used_at IS NULL``) is what makes two concurrent refreshes with the
+        same token safe: the row lock lets one of them mark the token used, and the other then sees it
+        as used, i.e. a reuse.
+        """
+        async with self._db.transaction() as conn:
+            used = await _one(
+                conn,
+                "UPDATE refresh_tokens t SET used_at = now() FROM auth_sessions s "
+                "WHERE t.token_hash = %s AND t.used_at IS NULL AND t.expires_at > now() "
+                "AND s.id = t.session_id AND s.revoked_at IS NULL AND s.expires_at > now() "
+                "RETURNING t.session_id, s.user_id, s.expires_at",
+                (presented_hash,),
+            )
+            if used is None:
+                return await self._handle_unusable_token(conn, presented_hash)
+            user = await _one(
+                conn, "SELECT id, email, role, plan, password_hash FROM users WHERE id = %s", (used["user_id"],)
+            )
+            assert user is not None  # the session references the user (ON DELETE CASCADE)
+            await conn.execute(
+                "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES (%s, %s, %s)",
+                (replacement_hash, used["session_id"], used["expires_at"]),
+            )
+        return RefreshRotation(RotationStatus.ROTATED, str(used["session_id"]), _user(user))
+
+    async def _handle_unusable_token(self, conn: AsyncConnection[Any], presented_hash: bytes) -> RefreshRotation:
+        # Only a token that was used before counts as reused; an expired one or one of a revoked
+        # session is merely invalid (and stays unused, so presenting it again says the same).
+        reused = await _one(
+            conn,
+            "SELECT session_id FROM refresh_tokens WHERE token_hash = %s AND used_at IS NOT NULL",
+            (presented_hash,),
+        )
+        if reused is None:
+            return RefreshRotation(RotationStatus.INVALID)
+        await conn.execute(
+            "UPDATE auth_sessions SET revoked_at = now(), revoked_reason = 'refresh_token_reused' "
+            "WHERE id = %s AND revoked_at IS NULL",
+            (reused["session_id"],),
+        )
+        return RefreshRotation(RotationStatus.REUSED, str(reused["session_id"]))
+
+    async def revoke_session(self, session_id: str, reason: str) -> bool:
+        """Mark the session revoked (its refresh tokens stop working); False if it already was."""
+        async with self._db.transaction() as conn:
+            return (
+                await _rowcount(
+                    conn,
+                    "UPDATE auth_sessions SET revoked_at = now(), revoked_reason = %s "
+                    "WHERE id = %s::uuid AND revoked_at IS NULL",
+                    (reason, session_id),
+                )
+                == 1
+            )
+
+    # --- signing keys ------------------------------------------------------------------------------
+
+    async def active_signing_key(self) -> SigningKeyRecord | None:
+        """The newest key that is not retired: the one that signs."""
+        async with self._db.transaction() as conn:
+            row = await _one(conn, _ACTIVE_KEY_QUERY)
+        return _signing_key(row) if row else None
+
+    async def create_first_signing_key(
+        self, kid: str, private_key_encrypted: bytes, public_jwk: dict[str, Any]
+    ) -> SigningKeyRecord:
+        """Insert this key unless another instance already created one; returns the active key."""
+        async with self._db.transaction() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SIGNING_KEYS_LOCK_ID,))
+            row = await _one(conn, _ACTIVE_KEY_QUERY)
+            if row is None:
+                row = await _one(
+                    conn,
+                    "INSERT INTO signing_keys (kid, private_key_encrypted, public_jwk) "
+                    "VALUES (%s, %s, %s) RETURNING kid, private_key_encrypted, "
+                    "public_jwk, created_at, retired_at",
+                    (kid, private_key_encrypted, Jsonb(public_jwk)),
+                )
+        assert row is not None
+        return _signing_key(row)
+
+    async def add_signing_key(
+        self, kid: str, private_key_encrypted: bytes, public_jwk: dict[str, Any], retired_lifetime_seconds: int
+    ) -> list[str]:
+        """Make this key the signing key, retire the others, prune long-retired ones (kids returned)."""
+        async with self._db.transaction() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SIGNING_KEYS_LOCK_ID,))
+            await conn.execute("UPDATE signing_keys SET retired_at = now() WHERE retired_at IS NULL")
+            await conn.execute(
+                "INSERT INTO signing_keys (kid, private_key_encrypted, public_jwk) VALUES (%s, %s, %s)",
+                (kid, private_key_encrypted, Jsonb(public_jwk)),
+            )
+            return await self._delete_retired_keys(conn, retired_lifetime_seconds)
+
+    async def prune_signing_keys(self, retired_lifetime_seconds: int) -> list[str]:
+        """Delete keys retired more than ``retired_lifetime_seconds`` ago; returns their kids."""
+        async with self._db.transaction() as conn:
+            return await self._delete_retired_keys(conn, retired_lifetime_seconds)
+
+    async def _delete_retired_keys(self, conn: AsyncConnection[Any], retired_lifetime_seconds: int) -> list[str]:
+        rows = await _all(
+            conn,
+            "DELETE FROM signing_keys WHERE retired_at IS NOT NULL "
+            "AND retired_at < now() - make_interval(secs => %s) RETURNING kid",
+            (retired_lifetime_seconds,),
+        )
+        return sorted(str(row["kid"]) for row in rows)
+
+    async def published_signing_keys(self, retired_lifetime_seconds: int) -> list[SigningKeyRecord]:
+        """Keys whose tokens may still be live: the active ones and those retired recently, newest first."""
+        async with self._db.transaction() as conn:
+            rows = await _all(
+                conn,
+                "SELECT kid, private_key_encrypted, public_jwk, created_at, retired_at "
+                "FROM signing_keys "
+                "WHERE retired_at IS NULL "
+                "OR retired_at >= now() - make_interval(secs => %s) "
+                "ORDER BY created_at DESC, kid DESC",
+                (retired_lifetime_seconds,),
+            )
+        return [_signing_key(row) for row in rows]
+
+
+def get_auth_store(settings: FunctionSettings) -> AuthStore:
+    """The store over the process's pool for ``settings.database_url`` (pools are cached per loop)."""
+    return AuthStore(get_database(settings.database_url, settings.database_pool_max))

@@ -1,0 +1,190 @@
+"""The auth routes as a client reaches them: through the local gateway, which reads the OpenAPI file."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import jwt
+import psycopg
+import pytest
+import redis
+
+from functions.auth.signin_throttle import attempts_key
+from shared.config import PROJECT_ROOT, get_function_settings
+from tests.conftest import UNLIMITED, RunningGateway, start_gateway, stop_process
+from tests.e2e.conftest import SignedInUser
+
+PASSWORD = "correct horse battery"
+
+
+class EmailsMade:
+    """Emails a test signs up with; their accounts and sign-in counters are removed afterwards."""
+
+    def __init__(self) -> None:
+        self.emails: list[str] = []
+
+    def new(self, label: str = "e2e") -> str:
+        email = f"{label}-{secrets.token_hex(6)}@example.com"
+        self.emails.append(email)
+        return email
+
+    def remove_all(self) -> None:
+        settings = get_function_settings()
+        with psycopg.connect(settings.database_url) as conn:
+            conn.execute("DELETE FROM users WHERE email = ANY(%s)", (self.emails,))
+        client = redis.Redis.from_url(settings.redis_url)
+        for email in self.emails:
+            client.delete(attempts_key(settings, email))
+        client.close()
+
+
+@pytest.fixture
+def emails() -> Iterator[EmailsMade]:
+    made = EmailsMade()
+    yield made
+    made.remove_all()
+
+
+@pytest.fixture
+def user(signed_in_user: SignedInUser, emails: EmailsMade) -> SignedInUser:
+    """The shared ``signed_in_user``, removed after the test."""
+    emails.emails.append(signed_in_user.email)
+    return signed_in_user
+
+
+def error_code(response: httpx.Response) -> str:
+    return str(response.json()["error"]["code"])
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_sign_up_sign_in_me_and_sign_out(client: httpx.Client, user: SignedInUser) -> None:
+    me = client.get("/api/auth/me", headers=user.auth_headers)
+    assert me.status_code == 200
+    assert me.json() == {"id": user.id, "email": user.email, "role": "user", "plan": "free"}
+
+    signed_out = client.post("/api/auth/signout", headers=user.auth_headers)
+
+    assert signed_out.status_code == 204
+    after = client.get("/api/auth/me", headers=user.auth_headers)
+    assert after.status_code == 401 and error_code(after) == "session_revoked"
+    refreshed = client.post("/api/auth/refresh", json={"refresh_token": user.refresh_token})
+    assert refreshed.status_code == 401 and error_code(refreshed) == "invalid_refresh_token"
+
+
+def test_protected_auth_routes_need_a_token(client: httpx.Client) -> None:
+    for method, path in (("GET", "/api/auth/me"), ("POST", "/api/auth/signout")):
+        response = client.request(method, path)
+        assert response.status_code == 401, (path, response.text)
+        assert response.json()["error"]["request_id"]
+
+
+def test_refresh_rotates_and_a_reused_token_revokes_the_session(client: httpx.Client, user: SignedInUser) -> None:
+    rotated = client.post("/api/auth/refresh", json={"refresh_token": user.refresh_token})
+    assert rotated.status_code == 200
+    new_tokens = rotated.json()
+    assert new_tokens["token_type"] == "Bearer" and new_tokens["refresh_token"] != user.refresh_token
+    assert client.get("/api/auth/me", headers=bearer(new_tokens["access_token"])).status_code == 200
+
+    reused = client.post("/api/auth/refresh", json={"refresh_token": user.refresh_token})
+
+    assert reused.status_code == 401 and error_code(reused) == "refresh_token_reused"
+    for token in (user.access_token, new_tokens["access_token"]):
+        me = client.get("/api/auth/me", headers=bearer(token))
+        assert me.status_code == 401 and error_code(me) == "session_revoked"
+
+
+def test_signup_answers(client: httpx.Client, emails: EmailsMade) -> None:
+    email = emails.new()
+    assert client.post("/api/auth/signup", json={"email": email, "password": PASSWORD}).status_code == 201
+
+    cases = [
+        ({"email": email.upper(), "password": PASSWORD}, 409, "email_taken"),
+        ({"email": "no-at-sign", "password": PASSWORD}, 422, "validation_failed"),
+        ({"email": emails.new(), "password": "password123"}, 422, "weak_password"),
+        ({"email": emails.new(), "password": PASSWORD, "admin": True}, 422, "validation_failed"),
+        ({"email": emails.new(), "password": ["not", "a", "string"]}, 422, "validation_failed"),
+    ]
+    for payload, status, code in cases:
+        response = client.post("/api/auth/signup", json=payload)
+        assert (response.status_code, error_code(response)) == (status, code), (payload, response.text)
+
+    malformed = client.post("/api/auth/signup", content=b'{"email": "x', headers={"content-type": "application/json"})
+    assert malformed.status_code == 400 and error_code(malformed) == "invalid_json"
+
+
+def test_wrong_password_and_unknown_email_look_the_same_then_lock(client: httpx.Client, emails: EmailsMade) -> None:
+    email = emails.new()
+    assert client.post("/api/auth/signup", json={"email": email, "password": PASSWORD}).status_code == 201
+    wrong = client.post("/api/auth/signin", json={"email": email, "password": "not the password"})
+    unknown = client.post("/api/auth/signin", json={"email": emails.new("nobody"), "password": PASSWORD})
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.json()["error"]["message"] == unknown.json()["error"]["message"]
+    assert error_code(wrong) == error_code(unknown) == "invalid_credentials"
+
+    for _ in range(get_function_settings().signin_max_failures - 1):
+        assert client.post("/api/auth/signin", json={"email": email, "password": "wrong"}).status_code == 401
+    locked = client.post("/api/auth/signin", json={"email": email, "password": PASSWORD})
+
+    assert locked.status_code == 429 and error_code(locked) == "too_many_attempts"
+    assert int(locked.headers["retry-after"]) >= 1
+
+
+def test_discovery_documents_name_the_gateways_issuer(client: httpx.Client, gateway: RunningGateway) -> None:
+    config = client.get("/api/auth/.well-known/openid-configuration")
+    assert config.status_code == 200
+    issuer = gateway.env["BERTH_JWT_ISSUER"]
+    assert config.json()["issuer"] == issuer
+    assert config.json()["jwks_uri"] == issuer + "/.well-known/jwks.json"
+
+    jwks = client.get(config.json()["jwks_uri"].removeprefix(gateway.url))
+    assert jwks.status_code == 200
+    keys = jwks.json()["keys"]
+    assert keys and all(key["kty"] == "RSA" and "d" not in key for key in keys)
+
+
+@pytest.fixture
+def fresh_key_gateway(tmp_path: Path) -> Iterator[RunningGateway]:
+    """A gateway whose functions re-read the signing keys on every use, so a rotation shows at once."""
+    running = start_gateway(tmp_path, UNLIMITED | {"BERTH_KEY_CACHE_SECONDS": "0"})
+    yield running
+    stop_process(running.process)
+
+
+def test_rotating_keys_logs_nobody_out(fresh_key_gateway: RunningGateway, emails: EmailsMade) -> None:
+    email = emails.new("rotation")
+    with httpx.Client(base_url=fresh_key_gateway.url, timeout=30) as client:
+        assert client.post("/api/auth/signup", json={"email": email, "password": PASSWORD}).status_code == 201
+        before = client.post("/api/auth/signin", json={"email": email, "password": PASSWORD}).json()
+        old_kid = jwt.get_unverified_header(before["access_token"])["kid"]
+
+        rotated = subprocess.run(
+            [sys.executable, "-m", "shared.cli", "rotate-keys"],
+            env=fresh_key_gateway.env,
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert rotated.returncode == 0, rotated.stderr
+
+        assert client.get("/api/auth/me", headers=bearer(before["access_token"])).status_code == 200
+        after = client.post("/api/auth/signin", json={"email": email, "password": PASSWORD}).json()
+        new_kid = jwt.get_unverified_header(after["access_token"])["kid"]
+        assert new_kid != old_kid and new_kid in rotated.stdout
+        published = {key["kid"] for key in client.get("/api/auth/.well-known/jwks.json").json()["keys"]}
+        assert {old_kid, new_kid} <= published
+        # The gateway re-reads the JWKS for an unknown kid, but at most every few seconds: allow for it.
+        deadline = time.monotonic() + 10
+        while (me := client.get("/api/auth/me", headers=bearer(after["access_token"]))).status_code != 200:
+            assert time.monotonic() < deadline, me.text
+            time.sleep(0.5)
+        assert me.json()["email"] == email
