@@ -7,8 +7,14 @@ import asyncio
 import sys
 
 # Functions and the ports they listen on when served as plain ASGI apps (the proposal's ports).
-FUNCTION_PORTS = {"ui": 3000, "auth": 3001, "images": 3002, "containers": 3003,
-                  "load_balancer": 3004, "discovery": 3005}
+FUNCTION_PORTS = {
+    "ui": 3000,
+    "auth": 3001,
+    "images": 3002,
+    "containers": 3003,
+    "load_balancer": 3004,
+    "discovery": 3005,
+}
 
 
 def _cmd_migrate(_: argparse.Namespace) -> int:
@@ -35,6 +41,13 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
     return run_gateway(host=args.host, port=args.port, tls=args.tls)
 
 
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from worker.main import serve
+    from worker.settings import get_worker_settings
+
+    return asyncio.run(serve(get_worker_settings(), burst=args.burst))
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -46,8 +59,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_local(args: argparse.Namespace) -> int:
     from shared import local_stack
 
-    actions = {"up": local_stack.up, "down": local_stack.down, "status": local_stack.status,
-               "aws": local_stack.run_local_aws}
+    actions = {
+        "up": local_stack.up,
+        "down": local_stack.down,
+        "status": local_stack.status,
+        "aws": local_stack.run_local_aws,
+    }
     return actions[args.action]()
 
 
@@ -55,17 +72,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="berth", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    commands.add_parser("migrate", help="create the database if needed and apply pending migrations") \
-        .set_defaults(run=_cmd_migrate)
-    commands.add_parser("rotate-keys", help="add a new token signing key without logging anyone out") \
-        .set_defaults(run=_cmd_rotate_keys)
+    commands.add_parser("migrate", help="create the database if needed and apply pending migrations").set_defaults(
+        run=_cmd_migrate
+    )
+    commands.add_parser("rotate-keys", help="add a new token signing key without logging anyone out").set_defaults(
+        run=_cmd_rotate_keys
+    )
 
     gateway = commands.add_parser("gateway", help="run the local API gateway from gateway-config/")
     gateway.add_argument("--host", default=None, help="bind address (BERTH_GATEWAY_HOST, 127.0.0.1)")
     gateway.add_argument("--port", type=int, default=None, help="port (BERTH_GATEWAY_PORT, 8080)")
-    gateway.add_argument("--tls", action="store_true", default=None,
-                         help="serve HTTPS with a generated self-signed certificate")
+    gateway.add_argument(
+        "--tls", action="store_true", default=None, help="serve HTTPS with a generated self-signed certificate"
+    )
     gateway.set_defaults(run=_cmd_gateway)
+
+    worker = commands.add_parser("worker", help="run the container-host worker (jobs from the queue)")
+    worker.add_argument("--burst", action="store_true", help="exit once the queue is empty (for tests)")
+    worker.set_defaults(run=_cmd_worker)
 
     serve = commands.add_parser("serve", help="serve one function as a plain ASGI app, without the gateway")
     serve.add_argument("function", choices=sorted(FUNCTION_PORTS))
@@ -74,9 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_cmd_serve)
 
     local = commands.add_parser("local", help="the whole platform on this machine")
-    local.add_argument("action", choices=["up", "down", "status", "aws"],
-                       help="up: start (idempotent); down: stop what up started; status; "
-                            "aws: run the local S3/SQS server in the foreground")
+    local.add_argument(
+        "action",
+        choices=["up", "down", "status", "aws"],
+        help="up: start (idempotent); down: stop what up started; status; "
+        "aws: run the local S3/SQS server in the foreground",
+    )
     local.set_defaults(run=_cmd_local)
     return parser
 

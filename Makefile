@@ -1,0 +1,46 @@
+# Everyday commands. `make up` and `make test` prepare the machine first (bootstrap is idempotent and
+# takes well under a second when everything is in place).
+SHELL := /bin/bash
+VENV := .venv
+BERTH := $(VENV)/bin/berth
+PYTEST_ARGS ?=
+BENCH_ARGS ?=
+
+.PHONY: help bootstrap up down status test lint format bench
+
+help:
+	@echo "make up        prepare this machine, then start the local platform (gateway on :8080)"
+	@echo "make down      stop what 'make up' started (PostgreSQL, Redis and Docker keep running)"
+	@echo "make status    what runs where"
+	@echo "make test      prepare this machine, then run every test (PYTEST_ARGS='-k auth' to narrow)"
+	@echo "make lint      ruff, ruff format --check, mypy, and the AWS template linters"
+	@echo "make format    apply ruff's formatting and safe fixes"
+	@echo "make bench     what the local gateway adds over the function served directly (BENCH_ARGS=...)"
+
+bootstrap:
+	bash infrastructure/local/bootstrap.sh
+
+up: bootstrap
+	$(BERTH) local up
+
+down:
+	$(BERTH) local down
+
+status:
+	$(BERTH) local status
+
+test: bootstrap
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	if [ -f infrastructure/tools.sh ]; then bash infrastructure/tools.sh; fi
+
+format:
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench:
+	$(VENV)/bin/python bench/gateway_overhead.py $(BENCH_ARGS)
