@@ -26,6 +26,9 @@ def get_redis(url: str) -> redis.Redis:
     client = _clients.get(key)
     if client is None:
         client = _clients[key] = redis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5,
+            url,
+            decode_responses=True,
+            socket_timeout=5,
+            socket_connect_timeout=5,
         )
     return client

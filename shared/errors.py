@@ -81,8 +81,7 @@ class DependencyError(BerthError):
     code = "dependency_unavailable"
 
 
-def error_body(code: str, message: str, request_id: str, details: list[dict[str, Any]] | None = None
-               ) -> dict[str, Any]:
+def error_body(code: str, message: str, request_id: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The public error shape: {"error": {"code", "message", "request_id"[, "details"]}}."""
     error: dict[str, Any] = {"code": code, "message": message, "request_id": request_id}
     if details:

@@ -21,9 +21,17 @@ from shared.errors import BerthError, error_body
 from shared.observability import get_logger, new_request_id, request_id_var, user_id_var
 
 _STATUS_CODES = {
-    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 406: "not_acceptable", 409: "conflict", 413: "payload_too_large",
-    415: "unsupported_media_type", 422: "validation_failed", 429: "rate_limited",
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_failed",
+    429: "rate_limited",
 }
 
 
@@ -71,9 +79,14 @@ def _request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", None) or request_id_var.get())
 
 
-def _error_response(request: Request, status: int, code: str, message: str,
-                    details: list[dict[str, Any]] | None = None,
-                    headers: Mapping[str, str] | None = None) -> JSONResponse:
+def _error_response(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
     return JSONResponse(error_body(code, message, _request_id(request), details), status, headers=headers)
 
 
@@ -103,11 +116,13 @@ def install_error_handlers(app: FastAPI, service: str) -> None:
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         malformed, details = _describe_validation(exc.errors())
         if malformed:
-            return _error_response(request, 400, "invalid_json",
-                                   "The request body is not valid JSON; send a JSON object.")
+            return _error_response(
+                request, 400, "invalid_json", "The request body is not valid JSON; send a JSON object."
+            )
         summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
-        return _error_response(request, 422, "validation_failed",
-                               f"The request has invalid fields ({summary}).", details)
+        return _error_response(
+            request, 422, "validation_failed", f"The request has invalid fields ({summary}).", details
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -122,9 +137,12 @@ def install_error_handlers(app: FastAPI, service: str) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error", extra={"path": request.url.path})
-        return _error_response(request, 500, "internal_error",
-                               "Something went wrong on our side; try again, and quote the request id "
-                               "if it keeps happening.")
+        return _error_response(
+            request,
+            500,
+            "internal_error",
+            "Something went wrong on our side; try again, and quote the request id if it keeps happening.",
+        )
 
 
 def create_app(service: str, routers: Iterable[APIRouter], *, title: str | None = None) -> FastAPI:

@@ -80,17 +80,18 @@ async def current_principal(request: Request) -> Principal:
     settings = get_function_settings()
     claims = _gateway_claims(request)
     if claims is None:
-        verifier: TokenVerifier = getattr(request.app.state, "token_verifier", None) or \
-            default_token_verifier(settings)
+        verifier: TokenVerifier = getattr(request.app.state, "token_verifier", None) or default_token_verifier(settings)
         claims = await verifier.verify(bearer_token(request.headers.get("authorization")))
     try:
         principal = Principal(
-            user_id=str(claims["sub"]), email=str(claims["email"]), role=str(claims["role"]),
-            plan=str(claims["plan"]), session_id=str(claims["sid"]),
+            user_id=str(claims["sub"]),
+            email=str(claims["email"]),
+            role=str(claims["role"]),
+            plan=str(claims["plan"]),
+            session_id=str(claims["sid"]),
         )
     except KeyError as exc:
-        raise Unauthorized("The access token lacks Berth's claims; sign in again.",
-                           code="invalid_token") from exc
+        raise Unauthorized("The access token lacks Berth's claims; sign in again.", code="invalid_token") from exc
     if await is_session_revoked(settings, principal.session_id):
         raise Unauthorized("This session has been signed out; sign in again.", code="session_revoked")
     user_id_var.set(principal.user_id)

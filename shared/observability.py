@@ -15,9 +15,7 @@ request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 user_id_var: ContextVar[str] = ContextVar("user_id", default="-")
 
 # Keys whose values never reach a log line, whatever logs them.
-_SECRET_KEY = re.compile(
-    r"pass(word)?|secret|token|authorization|cookie|private|credential|api[_-]?key", re.IGNORECASE
-)
+_SECRET_KEY = re.compile(r"pass(word)?|secret|token|authorization|cookie|private|credential|api[_-]?key", re.IGNORECASE)
 REDACTED = "[redacted]"
 
 
@@ -36,8 +34,6 @@ def redact(fields: dict[str, Any]) -> dict[str, Any]:
         else:
             clean[key] = value
     return clean
-
-
 
 
 class _ContextFilter(logging.Filter):

@@ -38,14 +38,33 @@ def public_jwk(private_key: rsa.RSAPrivateKey, kid: str) -> dict[str, Any]:
     return dict(jwk)
 
 
-def issue_access_token(private_key: rsa.RSAPrivateKey, kid: str, *, issuer: str, audience: str,
-                       ttl_seconds: int, subject: str, email: str, role: str, plan: str,
-                       session_id: str) -> str:
+def issue_access_token(
+    private_key: rsa.RSAPrivateKey,
+    kid: str,
+    *,
+    issuer: str,
+    audience: str,
+    ttl_seconds: int,
+    subject: str,
+    email: str,
+    role: str,
+    plan: str,
+    session_id: str,
+) -> str:
     now = int(time.time())
     claims = {
-        "iss": issuer, "aud": audience, "sub": subject, "iat": now, "nbf": now,
-        "exp": now + ttl_seconds, "jti": uuid.uuid4().hex,
-        "email": email, "role": role, "plan": plan, "sid": session_id, "token_use": "access",
+        "iss": issuer,
+        "aud": audience,
+        "sub": subject,
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl_seconds,
+        "jti": uuid.uuid4().hex,
+        "email": email,
+        "role": role,
+        "plan": plan,
+        "sid": session_id,
+        "token_use": "access",
     }
     return jwt.encode(claims, private_key, algorithm=ALGORITHM, headers={"kid": kid})
 
@@ -101,8 +120,7 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise Unauthorized("The access token is malformed; sign in again.", code="invalid_token") from exc
         if header.get("alg") != ALGORITHM:
-            raise Unauthorized("The access token uses an algorithm Berth does not accept.",
-                               code="invalid_token")
+            raise Unauthorized("The access token uses an algorithm Berth does not accept.", code="invalid_token")
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise Unauthorized("The access token names no signing key.", code="invalid_token")
@@ -110,17 +128,21 @@ class TokenVerifier:
         if kid not in keys:
             keys = await self._keys.public_keys(refresh=True)
         if kid not in keys:
-            raise Unauthorized("The access token was signed by an unknown key; sign in again.",
-                               code="invalid_token")
+            raise Unauthorized("The access token was signed by an unknown key; sign in again.", code="invalid_token")
         try:
             claims: dict[str, Any] = jwt.decode(
-                token, self._public_key(kid, keys[kid]), algorithms=[ALGORITHM],
-                audience=self._audience, issuer=self._issuer, leeway=CLOCK_SKEW_SECONDS,
+                token,
+                self._public_key(kid, keys[kid]),
+                algorithms=[ALGORITHM],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=CLOCK_SKEW_SECONDS,
                 options={"require": ["exp", "iat", "sub", "iss", "aud"]},
             )
         except jwt.ExpiredSignatureError as exc:
-            raise Unauthorized("The access token has expired; refresh it or sign in again.",
-                               code="token_expired") from exc
+            raise Unauthorized(
+                "The access token has expired; refresh it or sign in again.", code="token_expired"
+            ) from exc
         except jwt.PyJWTError as exc:
             raise Unauthorized("The access token is not valid; sign in again.", code="invalid_token") from exc
         if claims.get("token_use") != "access":
@@ -131,8 +153,9 @@ class TokenVerifier:
 def bearer_token(authorization: str | None) -> str:
     """The token of an ``Authorization: Bearer <token>`` header, or a 401 saying what is missing."""
     if not authorization:
-        raise Unauthorized("This route needs an access token: send 'Authorization: Bearer <token>'.",
-                           code="missing_token")
+        raise Unauthorized(
+            "This route needs an access token: send 'Authorization: Bearer <token>'.", code="missing_token"
+        )
     scheme, _, token = authorization.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
