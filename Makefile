@@ -6,7 +6,7 @@ BERTH := $(VENV)/bin/berth
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help bootstrap up down status test lint format bench
+.PHONY: help bootstrap up down status test lint format bench bench-images
 
 help:
 	@echo "make up        prepare this machine, then start the local platform (gateway on :8080)"
@@ -16,6 +16,7 @@ help:
 	@echo "make lint      ruff, ruff format --check, mypy, and the AWS template linters"
 	@echo "make format    apply ruff's formatting and safe fixes"
 	@echo "make bench     what the local gateway adds over the function served directly (BENCH_ARGS=...)"
+	@echo "make bench-images  complete->ready of a ~55 MB image against a bare docker load"
 
 bootstrap:
 	bash infrastructure/local/bootstrap.sh
@@ -44,3 +45,6 @@ format:
 
 bench:
 	$(VENV)/bin/python bench/gateway_overhead.py $(BENCH_ARGS)
+
+bench-images:
+	$(VENV)/bin/python bench/image_processing.py $(BENCH_ARGS)

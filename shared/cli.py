@@ -48,6 +48,19 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return asyncio.run(serve(get_worker_settings(), burst=args.burst))
 
 
+def _cmd_push(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from shared.image_push import push
+
+    token = args.token or os.environ.get("BERTH_TOKEN")
+    if not token:
+        print("berth push: pass --token or set BERTH_TOKEN to an access token (POST /api/auth/signin)", file=sys.stderr)
+        return 2
+    return push(args.api, token, Path(args.archive), args.name, args.tag)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -90,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run the container-host worker (jobs from the queue)")
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty (for tests)")
     worker.set_defaults(run=_cmd_worker)
+
+    push = commands.add_parser("push", help="upload a `docker save` archive as an image and follow it to ready")
+    push.add_argument("archive", help="the archive (docker save IMAGE > FILE)")
+    push.add_argument("--name", required=True)
+    push.add_argument("--tag", default="latest")
+    push.add_argument("--api", default="http://127.0.0.1:8080", help="the gateway's URL")
+    push.add_argument("--token", default=None, help="access token (default: $BERTH_TOKEN)")
+    push.set_defaults(run=_cmd_push)
 
     serve = commands.add_parser("serve", help="serve one function as a plain ASGI app, without the gateway")
     serve.add_argument("function", choices=sorted(FUNCTION_PORTS))

@@ -44,12 +44,19 @@ class AwsSettings(_Base):
     aws_endpoint_url: str | None = Field(
         default=None, validation_alias=AliasChoices("AWS_ENDPOINT_URL", "BERTH_AWS_ENDPOINT_URL")
     )
-    aws_region: str = Field(
-        default="us-east-1", validation_alias=AliasChoices("AWS_DEFAULT_REGION", "AWS_REGION")
-    )
+    aws_region: str = Field(default="us-east-1", validation_alias=AliasChoices("AWS_DEFAULT_REGION", "AWS_REGION"))
     images_bucket: str = "berth-images"
     jobs_queue: str = "berth-jobs"
     jobs_dead_letter_queue: str = "berth-jobs-dlq"
+
+
+class ImageSettings(_Base):
+    # Storage refuses bigger uploads (presigned POST condition); `complete` re-checks on every backend.
+    image_max_upload_bytes: int = Field(default=2 * 1024**3, ge=1024)
+    image_upload_expires_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    image_max_entries: int = Field(default=200_000, ge=10)
+    image_max_unpacked_bytes: int = Field(default=8 * 1024**3, ge=1024)
+    image_max_compression_ratio: int = Field(default=200, ge=2)
 
 
 class AuthSettings(_Base):
@@ -68,14 +75,12 @@ class AuthSettings(_Base):
     key_cache_seconds: int = Field(default=30, ge=0)
 
 
-class FunctionSettings(CoreSettings, AwsSettings, AuthSettings):
+class FunctionSettings(CoreSettings, AwsSettings, AuthSettings, ImageSettings):
     """What every function needs at cold start."""
 
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> FunctionSettings:
-        if self.environment is Environment.PRODUCTION and (
-            self.secret_key.get_secret_value() == DEVELOPMENT_SECRET
-        ):
+        if self.environment is Environment.PRODUCTION and (self.secret_key.get_secret_value() == DEVELOPMENT_SECRET):
             raise ValueError("BERTH_SECRET_KEY must be set to a real secret outside development")
         return self
 

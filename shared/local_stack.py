@@ -34,13 +34,20 @@ from shared.errors import BerthError, Conflict, DependencyError, ServiceUnavaila
 
 GATEWAY = "gateway"
 LOCAL_AWS = "local-aws"
+WORKER = "worker"
+# What `up` may start, in the order `down` stops it (the worker first: it drains its jobs).
+MANAGED = (WORKER, GATEWAY, LOCAL_AWS)
 # A job that fails this many deliveries moves to the dead-letter queue instead of looping forever.
 JOBS_MAX_RECEIVE_COUNT = 5
 DUMMY_AWS_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
 OIDC_PATH = "/api/auth/.well-known/openid-configuration"
 
 # How each managed process shows up in /proc/<pid>/cmdline, so a recycled PID is never signalled.
-_COMMAND_MARKERS = {GATEWAY: ("shared.cli", "gateway"), LOCAL_AWS: ("shared.cli", "local", "aws")}
+_COMMAND_MARKERS = {
+    GATEWAY: ("shared.cli", "gateway"),
+    LOCAL_AWS: ("shared.cli", "local", "aws"),
+    WORKER: ("shared.cli", "worker"),
+}
 
 
 class LocalStackSettings(GatewaySettings):
@@ -436,6 +443,7 @@ def child_environment(settings: LocalStackSettings) -> dict[str, str]:
         env["BERTH_JWT_ISSUER"] = settings.gateway_url + "/api/auth"
     if "jwks_url" not in explicit:
         env["BERTH_JWKS_URL"] = settings.gateway_url + "/api/auth/.well-known/jwks.json"
+    env.setdefault("BERTH_WORKER_WORK_DIR", str(settings.local_state_dir / "worker"))
     env.setdefault("AWS_DEFAULT_REGION", settings.aws_region)
     if endpoint and _no_aws_credentials():
         env.update(DUMMY_AWS_CREDENTIALS)
@@ -527,7 +535,7 @@ def up() -> int:
             rows = _bring_up(settings)
     except BerthError as exc:
         print(f"berth local up: {exc.message}", file=sys.stderr)
-        if any(_recorded_pid(settings, name) for name in (GATEWAY, LOCAL_AWS)):
+        if any(_recorded_pid(settings, name) for name in MANAGED):
             print(
                 "(what already started keeps running for the next `up`; `berth local down` stops it)", file=sys.stderr
             )
@@ -594,11 +602,20 @@ def _bring_up(settings: LocalStackSettings) -> list[tuple[str, str, str]]:
         lambda: _probe_gateway(settings),
         f"{settings.gateway_host}:{settings.gateway_port} (BERTH_GATEWAY_PORT)",
     )
+    # The worker listens on no port: it is up while the process it started runs.
+    worker_state = _ensure_process(
+        settings,
+        WORKER,
+        [*python, "worker"],
+        lambda: Probe.ANSWERS if _recorded_pid(settings, WORKER) else Probe.ABSENT,
+        "the job queue",
+    )
     migrations = f"{len(applied)} migration(s) applied" if applied else "schema up to date"
     queues = f"{settings.jobs_queue} -> {settings.jobs_dead_letter_queue} after {JOBS_MAX_RECEIVE_COUNT} tries"
-    logs = ", ".join(settings.logfile(name).name for name in (GATEWAY, LOCAL_AWS))
+    logs = ", ".join(settings.logfile(name).name for name in MANAGED)
     return [
         ("gateway", settings.gateway_url, gateway_state),
+        ("host worker", f"jobs from {settings.jobs_queue}", worker_state),
         ("S3/SQS (moto)" if settings.runs_local_aws else "S3/SQS", endpoint or "AWS (default endpoints)", aws_state),
         ("S3 bucket", settings.images_bucket, "ready"),
         ("SQS queues", queues, "ready"),
@@ -616,7 +633,7 @@ def down() -> int:
         return 2
     failed = False
     with _state_lock(settings):
-        for name in (GATEWAY, LOCAL_AWS):
+        for name in MANAGED:
             path = settings.pidfile(name)
             if not path.exists():
                 print(f"{name}: not started by `berth local`; nothing to stop")
@@ -651,6 +668,7 @@ def status() -> int:
     _print_table(
         [
             ("gateway", settings.gateway_url, gateway[1]),
+            ("host worker", "", _describe_worker(settings)),
             ("S3/SQS (moto)" if settings.runs_local_aws else "S3/SQS", settings.stack_aws_endpoint or "AWS", aws[1]),
             ("PostgreSQL", _database_address(settings.database_url), database),
             ("Redis", _redis_address(settings.redis_url), "up" if redis_up else "not answering"),
@@ -670,6 +688,11 @@ def _describe(settings: LocalStackSettings, name: str, found: Probe) -> tuple[bo
     if found is Probe.FOREIGN:
         return False, "port taken by another program"
     return False, "stopped"
+
+
+def _describe_worker(settings: LocalStackSettings) -> str:
+    pid = _recorded_pid(settings, WORKER)
+    return f"running (pid {pid})" if pid else "stopped"
 
 
 def _database_answers(url: str) -> bool:

@@ -1,11 +1,14 @@
-"""Test-wide setup: a database, a Redis key prefix and (on demand) a local gateway of the tests' own.
+"""Test-wide setup: a database, a Redis key prefix, a local AWS (moto server) and, on demand, a local
+gateway, a host worker and test images of the tests' own.
 
-Nothing here is mocked. PostgreSQL and Redis are the machine's real servers; each test session creates
-its own database and key prefix and removes both at the end, so runs never see each other's data.
+Nothing here is mocked. PostgreSQL, Redis and Docker are the machine's real servers and moto runs in
+server mode as a separate process; each test session creates its own database, key prefix and moto
+server and removes them at the end, so runs never see each other's data.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -15,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -26,6 +30,16 @@ TEST_DATABASE_URL = BASE_DATABASE_URL.rsplit("/", 1)[0] + f"/berth_test_{RUN_ID}
 TEST_REDIS_PREFIX = f"berth-test-{RUN_ID}:"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+LOCAL_AWS_PORT = free_port()
+LOCAL_AWS_URL = f"http://127.0.0.1:{LOCAL_AWS_PORT}"
+
 # Settings are read from the environment at first use; point them at the test's own resources.
 os.environ.update(
     {
@@ -33,14 +47,13 @@ os.environ.update(
         "BERTH_DATABASE_URL": TEST_DATABASE_URL,
         "BERTH_REDIS_PREFIX": TEST_REDIS_PREFIX,
         "BERTH_LOG_LEVEL": os.environ.get("BERTH_LOG_LEVEL", "WARNING"),
+        "BERTH_AWS_ENDPOINT_URL": LOCAL_AWS_URL,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
     }
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+os.environ.pop("AWS_ENDPOINT_URL", None)  # BERTH_AWS_ENDPOINT_URL above is the one that counts
 
 
 def wait_for_http(url: str, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None) -> None:
@@ -79,6 +92,23 @@ def redis_prefix() -> Iterator[str]:
 
 # Gateway settings that lift every rate limit (still checked in Redis on each request, never reached).
 UNLIMITED = {"BERTH_GATEWAY_RATE_LIMIT_PER_IP": "1000000000", "BERTH_GATEWAY_RATE_LIMIT_PER_USER": "1000000000"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def local_aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A moto server (S3, SQS) of this run's own, with the images bucket and the job queues."""
+    from shared.local_stack import LocalStackSettings, ensure_aws_resources
+
+    log_path = tmp_path_factory.mktemp("local-aws") / "moto.log"
+    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(LOCAL_AWS_PORT)]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_http(LOCAL_AWS_URL + "/moto-api/", process=process)
+        ensure_aws_resources(LocalStackSettings(), LOCAL_AWS_URL)
+        yield LOCAL_AWS_URL
+    finally:
+        stop_process(process)
 
 
 @dataclass
@@ -142,3 +172,78 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway
 def client(gateway: RunningGateway) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=gateway.url, timeout=30) as http:
         yield http
+
+
+@dataclass
+class RunningWorker:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_worker(tmp_dir: Path, extra_env: dict[str, str] | None = None) -> RunningWorker:
+    env = dict(os.environ)
+    env.update(
+        {
+            "BERTH_WORKER_WAIT_SECONDS": "1",
+            "BERTH_WORKER_VISIBILITY_SECONDS": "10",
+            "BERTH_WORKER_WORK_DIR": str(tmp_dir / "work"),
+            "BERTH_LOG_LEVEL": "INFO",
+        }
+    )
+    env.update(extra_env or {})
+    log_path = tmp_dir / f"worker-{secrets.token_hex(3)}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", "worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT,
+        )
+    return RunningWorker(process, log_path, env)
+
+
+@pytest.fixture(scope="session")
+def worker(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Iterator[RunningWorker]:
+    """One `berth worker` for the session, consuming the run's own job queue."""
+    running = start_worker(tmp_path_factory.mktemp("worker"))
+    yield running
+    stop_process(running.process)
+
+
+@pytest.fixture(scope="session")
+def docker_client(test_database: str) -> Iterator[Any]:
+    """The machine's Docker Engine. At the end, every image the run's users got is removed."""
+    import docker
+    import psycopg
+
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        pytest.fail(f"Docker Engine is needed (run `make bootstrap` to install and start it): {exc}")
+    yield client
+    with psycopg.connect(test_database) as conn:
+        owners = {str(row[0]) for row in conn.execute("SELECT id FROM users")}
+    for image in client.images.list(name="berth/*/*"):
+        for reference in image.tags:
+            if reference.split("/")[1] in owners:
+                with contextlib.suppress(docker.errors.APIError):
+                    client.images.remove(reference)
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def findings_archive(docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """`docker save` of the project's multi-layer test image (built here, no registry involved)."""
+    from tests.support.docker_images import build_test_image, save_image
+
+    tag = f"berth-test/findings:{RUN_ID}"
+    build_test_image(docker_client, "findings", tag)
+    path = save_image(docker_client, tag, tmp_path_factory.mktemp("images") / "findings.tar")
+    docker_client.images.remove(tag)  # the worker must load it from the archive, not find it here
+    yield path

@@ -26,7 +26,7 @@ import pytest
 from tests.conftest import PROJECT_ROOT, TEST_REDIS_PREFIX, free_port
 from tests.e2e.conftest import sign_up_and_in
 
-MANAGED = ("gateway", "local-aws")
+MANAGED = ("gateway", "local-aws", "worker")
 FILLED_IN_BY_THE_STACK = frozenset(
     {
         "AWS_ENDPOINT_URL",
@@ -144,7 +144,7 @@ def test_second_up_reuses_the_running_processes(stack: LocalStack) -> None:
 
     assert again.returncode == 0, again.stdout + again.stderr
     assert stack.pids() == before
-    assert again.stdout.count("reused") == 2
+    assert again.stdout.count("reused") == 3
 
 
 def test_up_creates_the_bucket_and_the_queues_with_a_redrive_policy(stack: LocalStack) -> None:
@@ -189,7 +189,7 @@ def test_down_stops_only_what_up_started(stack: LocalStack, tmp_path: Path) -> N
     try:
         up = sharing.berth_local("up")
         assert up.returncode == 0, up.stdout + up.stderr
-        assert set(sharing.pids()) == {"gateway"}
+        assert set(sharing.pids()) == {"gateway", "worker"}
         sharing_gateway = sharing.pids()["gateway"]
 
         down = sharing.berth_local("down")

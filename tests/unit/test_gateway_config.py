@@ -56,8 +56,12 @@ EXPECTED_FUNCTIONS = {
     "GET /api/auth/me": "AuthFunction",
     "GET /api/auth/.well-known/openid-configuration": "AuthFunction",
     "GET /api/auth/.well-known/jwks.json": "AuthFunction",
-    "ANY /api/images": "NotBuiltFunction",
-    "ANY /api/images/{proxy+}": "NotBuiltFunction",
+    "POST /api/images": "ImagesFunction",
+    "GET /api/images": "ImagesFunction",
+    "GET /api/images/{image_id}": "ImagesFunction",
+    "DELETE /api/images/{image_id}": "ImagesFunction",
+    "POST /api/images/{image_id}/complete": "ImagesFunction",
+    "POST /api/images/{image_id}/upload": "ImagesFunction",
     "ANY /api/containers": "NotBuiltFunction",
     "ANY /api/containers/{proxy+}": "NotBuiltFunction",
     "ANY /api/load-balancer/{proxy+}": "NotBuiltFunction",
@@ -300,6 +304,7 @@ def test_local_gateway_reads_the_document_and_template() -> None:
     assert {op.route_key for op in spec.operations if not op.protected} == PUBLIC_ROUTES
     assert {name: f.handler for name, f in spec.functions.items()} == {
         "AuthFunction": "functions.auth.app:handler",
+        "ImagesFunction": "functions.images.app:handler",
         "NotBuiltFunction": "functions.not_built.app:handler",
     }
 

@@ -1,0 +1,172 @@
+"""How long Berth takes from `complete` to `ready` for a ~50 MB image, against a bare `docker load`.
+
+Both sides run in one run on this machine with the same archive: a multi-layer image built here from
+Debian's busybox-static plus incompressible data (no registry). Berth's side goes through everything a
+user's image goes through: the gateway, the images function, SQS and S3 (moto), a `berth worker`
+streaming the archive, validating and scanning every layer, loading it into Docker and tagging it.
+
+    .venv/bin/python bench/image_processing.py [--megabytes 50] [--rounds 3]
+
+Prints each round and the median ratio. Aim: Berth within 1.5x of `docker load`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import docker
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from shared.migrate import apply_migrations, drop_database  # noqa: E402
+from tests.support.archives import Entry, build_archive, image_config  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_archive(path: Path, megabytes: int) -> Path:
+    busybox = Path("/bin/busybox").read_bytes()
+    chunk = megabytes * 1024 * 1024 // 4
+    layers = [
+        [Entry("bin/busybox", busybox, 0o755)],
+        *[[Entry(f"srv/data-{i}.bin", os.urandom(chunk))] for i in range(4)],
+    ]
+    return build_archive(path, layers, config=image_config(user="1000", cmd=["/bin/busybox", "sleep", "1"]))
+
+
+def bare_docker_load(client: docker.DockerClient, archive: Path) -> float:
+    """Time `docker load`, then remove the image again so Berth's round loads every layer afresh."""
+    start = time.perf_counter()
+    with archive.open("rb") as data:
+        loaded = client.images.load(data)
+    elapsed = time.perf_counter() - start
+    for image in loaded:
+        client.images.remove(image.id, force=True)
+    return elapsed
+
+
+def berth_round(client: httpx.Client, headers: dict[str, str], archive: Path, name: str) -> float:
+    image = client.post("/api/images", json={"name": name, "tag": "1"}, headers=headers).json()
+    with archive.open("rb") as data:
+        stored = httpx.post(
+            image["upload"]["url"], data=image["upload"]["fields"], files={"file": ("image.tar", data)}, timeout=120
+        )
+    stored.raise_for_status()
+    start = time.perf_counter()
+    answer = client.post(f"/api/images/{image['id']}/complete", headers=headers)
+    answer.raise_for_status()
+    while True:
+        status = client.get(f"/api/images/{image['id']}", headers=headers).json()["status"]
+        if status in ("ready", "rejected", "failed"):
+            break
+        time.sleep(0.01)
+    elapsed = time.perf_counter() - start
+    if status != "ready":
+        raise SystemExit(f"image ended {status}")
+    client.delete(f"/api/images/{image['id']}", headers=headers)
+    return elapsed
+
+
+def wait_until_removed(docker_client: docker.DockerClient, prefix: str) -> None:
+    """Wait for the worker to remove a deleted image, so the next round finds no layer cached."""
+    deadline = time.monotonic() + 60
+    while any(tag.startswith(prefix) for i in docker_client.images.list() for tag in i.tags):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{prefix}* was not removed after delete")
+        time.sleep(0.1)
+
+
+def show_worker_phases(log: Path) -> None:
+    """Where the worker's time went in each round (download, validate+scan, docker load+tag)."""
+    import json
+
+    rows = [json.loads(line) for line in log.read_text().splitlines() if '"image ready"' in line]
+    if rows:
+        print(
+            "\nworker phases (s): "
+            + "; ".join(
+                f"download {r.get('download_s')} validate {r.get('validate_s')} load {r.get('load_s')}"
+                for r in rows[1:]
+            )
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--megabytes", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    run = secrets.token_hex(4)
+    base_url = os.environ.get("BERTH_DATABASE_URL", "postgresql://berth:berth@127.0.0.1:5432/berth")
+    database_url = base_url.rsplit("/", 1)[0] + f"/berth_bench_{run}"
+    state = Path(tempfile.mkdtemp(prefix="berth-bench-"))
+    gateway_port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_ENDPOINT", "BERTH_"))}
+    env.update(
+        {
+            "BERTH_DATABASE_URL": database_url,
+            "BERTH_REDIS_PREFIX": f"berth-bench-{run}:",
+            "BERTH_GATEWAY_PORT": str(gateway_port),
+            "BERTH_LOCAL_AWS_PORT": str(free_port()),
+            "BERTH_LOCAL_STATE_DIR": str(state),
+            "BERTH_GATEWAY_RATE_LIMIT_PER_IP": "1000000",
+            "BERTH_WORKER_WAIT_SECONDS": "1",
+            "BERTH_LOG_LEVEL": "INFO",
+        }
+    )
+    berth = [sys.executable, "-m", "shared.cli", "local"]
+    apply_migrations(database_url)
+    docker_client = docker.from_env(timeout=300)
+    try:
+        up = subprocess.run([*berth, "up"], env=env, cwd=ROOT, capture_output=True, text=True, check=False)
+        if up.returncode != 0:
+            raise SystemExit(f"berth local up failed:\n{up.stdout}\n{up.stderr}")
+        # A fresh archive (new random layers) each round: neither side may find a layer already loaded.
+        archives = [make_archive(state / f"bench-{i}.tar", args.megabytes) for i in range(args.rounds + 1)]
+        size = archives[0].stat().st_size / 1e6
+        print(f"archives: {size:.1f} MB, 5 layers each, new data every round; {args.rounds} rounds\n")
+        with httpx.Client(base_url=f"http://127.0.0.1:{gateway_port}", timeout=60) as client:
+            email, password = f"bench-{run}@example.com", "plum-kettle-harbor-" + secrets.token_hex(6)
+            client.post("/api/auth/signup", json={"email": email, "password": password}).raise_for_status()
+            token = client.post("/api/auth/signin", json={"email": email, "password": password}).json()
+            headers = {"Authorization": f"Bearer {token['access_token']}"}
+            me = client.get("/api/auth/me", headers=headers).json()["id"]
+            berth_round(client, headers, archives[0], "warmup")
+            wait_until_removed(docker_client, f"berth/{me}/")
+            ratios = []
+            print(f"{'round':>5}  {'docker load':>12}  {'berth complete->ready':>22}  {'ratio':>6}")
+            for round_number in range(1, args.rounds + 1):
+                archive = archives[round_number]
+                bare = bare_docker_load(docker_client, archive)
+                platform = berth_round(client, headers, archive, f"bench{round_number}")
+                wait_until_removed(docker_client, f"berth/{me}/")
+                ratios.append(platform / bare)
+                print(f"{round_number:>5}  {bare:>11.2f}s  {platform:>21.2f}s  {platform / bare:>5.2f}x")
+        median = statistics.median(ratios)
+        print(f"\nmedian ratio berth/docker load: {median:.2f}x (aim: <= 1.5x)")
+    finally:
+        subprocess.run([*berth, "down"], env=env, cwd=ROOT, capture_output=True, check=False)
+        show_worker_phases(state / "logs" / "worker.log")
+        drop_database(database_url)
+        docker_client.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""The images function's data access. Every query is scoped to the owner: other tenants' rows don't exist."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from psycopg import errors
+from psycopg.types.json import Jsonb
+
+from shared.db import Database
+
+_COLUMNS = (
+    "id, owner_id, name, tag, status, reason, progress, object_key, upload_bytes, inspection, scan, "
+    "optimization, created_at, updated_at"
+)
+
+
+class ImageStore:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def create(self, owner_id: str, name: str, tag: str, image_id: str, object_key: str) -> dict[str, Any] | None:
+        """Insert a pending image; None when the owner already has ``name:tag``."""
+        async with self._db.transaction() as conn:
+            try:
+                cursor = await conn.execute(
+                    f"INSERT INTO images (id, owner_id, name, tag, object_key) VALUES (%s, %s, %s, %s, %s) "
+                    f"RETURNING {_COLUMNS}",
+                    (image_id, owner_id, name, tag, object_key),
+                )
+            except errors.UniqueViolation:
+                return None
+            return await cursor.fetchone()
+
+    async def get(self, owner_id: str, image_id: str) -> dict[str, Any] | None:
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                f"SELECT {_COLUMNS} FROM images WHERE id = %s AND owner_id = %s", (image_id, owner_id)
+            )
+            return await cursor.fetchone()
+
+    async def page(self, owner_id: str, limit: int, after: tuple[datetime, str] | None) -> list[dict[str, Any]]:
+        """Newest first; ``after`` is the (created_at, id) of the last row of the previous page."""
+        async with self._db.transaction() as conn:
+            if after is None:
+                cursor = await conn.execute(
+                    f"SELECT {_COLUMNS} FROM images WHERE owner_id = %s ORDER BY created_at DESC, id DESC LIMIT %s",
+                    (owner_id, limit),
+                )
+            else:
+                cursor = await conn.execute(
+                    f"SELECT {_COLUMNS} FROM images WHERE owner_id = %s AND (created_at, id) < (%s, %s) "
+                    "ORDER BY created_at DESC, id DESC LIMIT %s",
+                    (owner_id, after[0], after[1], limit),
+                )
+            return await cursor.fetchall()
+
+    async def mark_uploaded(self, owner_id: str, image_id: str, upload_bytes: int) -> dict[str, Any] | None:
+        """pending_upload/uploaded/failed -> uploaded, queued for processing; None if in another state."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                f"UPDATE images SET status = 'uploaded', upload_bytes = %s, reason = NULL, "
+                "progress = %s, updated_at = now() "
+                "WHERE id = %s AND owner_id = %s AND status IN ('pending_upload', 'uploaded', 'failed') "
+                f"RETURNING {_COLUMNS}",
+                (upload_bytes, Jsonb({"stage": "queued", "percent": 0}), image_id, owner_id),
+            )
+            return await cursor.fetchone()
+
+    async def delete(self, owner_id: str, image_id: str) -> dict[str, Any] | None:
+        """Remove the record; returns what the host cleanup needs, or None when there was none."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "DELETE FROM images WHERE id = %s AND owner_id = %s "
+                "RETURNING id, owner_id, object_key, docker_image_id, reference",
+                (image_id, owner_id),
+            )
+            return await cursor.fetchone()

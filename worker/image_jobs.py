@@ -1,0 +1,159 @@
+"""Image jobs: turn an uploaded archive into a loaded, tagged, reported image; and clean one up.
+
+Idempotent by construction: a job only acts on an image in ``uploaded`` or ``processing``; loading the
+same archive twice yields the same image id, and tagging is a pointer update. A worker killed mid-job
+leaves the image ``processing``; the redelivered job claims it again and finishes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shared.container_runtime import ContainerRuntime, image_repository
+from shared.errors import DependencyError
+from shared.observability import get_logger, log_event
+from shared.storage import ObjectStore, ObjectTooLarge
+from worker.image_analysis import ArchiveLimits, ArchiveRejected, analyse_archive, iter_load_stream
+from worker.settings import WorkerSettings
+from worker.store import WorkerImageStore
+
+logger = get_logger("worker")
+
+
+class JobRetry(Exception):
+    """Try this job again later (a dependency failed)."""
+
+
+class JobFailed(Exception):
+    """This job can never succeed; record why and drop it."""
+
+
+@dataclass
+class ImageJobContext:
+    settings: WorkerSettings
+    images: WorkerImageStore
+    objects: ObjectStore
+    runtime: ContainerRuntime
+
+
+def scratch_dir(settings: WorkerSettings) -> Path:
+    """This process's scratch space for archives; what a killed worker left there is removed at start."""
+    path = settings.worker_work_dir / str(os.getpid())
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def remove_stale_scratch(settings: WorkerSettings) -> None:
+    """Delete archives left by workers that died mid-job (their PID directory, process gone)."""
+    if not settings.worker_work_dir.is_dir():
+        return
+    for entry in settings.worker_work_dir.iterdir():
+        if entry.is_dir() and entry.name.isdigit() and not Path(f"/proc/{entry.name}").exists():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _limits(settings: WorkerSettings) -> ArchiveLimits:
+    return ArchiveLimits(
+        max_archive_bytes=settings.image_max_upload_bytes,
+        max_entries=settings.image_max_entries,
+        max_unpacked_bytes=settings.image_max_unpacked_bytes,
+        max_compression_ratio=settings.image_max_compression_ratio,
+    )
+
+
+async def process_image(context: ImageJobContext, payload: dict[str, Any]) -> None:
+    image_id = str(payload.get("image_id") or "")
+    image = await context.images.claim(image_id)
+    if image is None:
+        log_event(logger, "image job skipped: image gone or finished", image_id=image_id)
+        return
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(dir=scratch_dir(context.settings), prefix="image-") as scratch:
+        archive = Path(scratch) / "archive.tar"
+        try:
+            await context.objects.download(
+                image["object_key"], archive, max_bytes=context.settings.image_max_upload_bytes
+            )
+        except ObjectTooLarge as exc:
+            await _reject(context, image, "the upload is larger than the platform's limit")
+            raise JobFailed(str(exc)) from exc
+        except DependencyError as exc:
+            raise JobRetry(str(exc)) from exc
+
+        timings["download_s"] = round(time.perf_counter() - started, 3)
+        await context.images.progress(image_id, "validating", 30)
+        try:
+            analysis = await asyncio.to_thread(analyse_archive, archive, _limits(context.settings))
+        except ArchiveRejected as exc:
+            await _reject(context, image, exc.reason)
+            return
+
+        timings["validate_s"] = round(time.perf_counter() - started - sum(timings.values()), 3)
+        await context.images.progress(image_id, "loading", 60)
+        repository, tag = image_repository(str(image["owner_id"]), image["name"]), image["tag"]
+        loaded_id = await context.runtime.load_image(iter_load_stream(archive))
+        await context.runtime.tag_image(loaded_id, repository, tag)
+        timings["load_s"] = round(time.perf_counter() - started - sum(timings.values()), 3)
+
+    reference = f"{repository}:{tag}"
+    finished = await context.images.finish(
+        image_id,
+        "ready",
+        fields={
+            "docker_image_id": loaded_id,
+            "reference": reference,
+            "inspection": analysis.inspection(),
+            "scan": analysis.scan_report(),
+            "optimization": analysis.optimization_report(),
+        },
+    )
+    if not finished:  # deleted while we worked: leave nothing behind
+        await context.runtime.remove_image(reference, expected_id=loaded_id)
+    log_event(
+        logger,
+        "image ready" if finished else "image deleted while processing",
+        image_id=image_id,
+        size_bytes=analysis.size_bytes,
+        findings=len(analysis.findings),
+        total_s=round(time.perf_counter() - started, 3),
+        **timings,
+    )
+
+
+async def _reject(context: ImageJobContext, image: dict[str, Any], reason: str) -> None:
+    await context.images.finish(str(image["id"]), "rejected", reason=reason)
+    await context.objects.delete(image["object_key"])
+    log_event(logger, "image rejected", image_id=str(image["id"]), reason=reason)
+
+
+async def delete_image(context: ImageJobContext, payload: dict[str, Any]) -> None:
+    """Remove a deleted image's archive and this host's copy (other hosts' reconcilers do the same)."""
+    if payload.get("object_key"):
+        await context.objects.delete(str(payload["object_key"]))
+    if payload.get("reference"):
+        await context.runtime.remove_image(str(payload["reference"]), expected_id=payload.get("docker_image_id"))
+
+
+async def fail_image(context: ImageJobContext, payload: dict[str, Any], reason: str) -> None:
+    await context.images.fail(str(payload.get("image_id") or ""), reason)
+
+
+async def collect_orphan_images(context: ImageJobContext) -> list[str]:
+    """Remove this host's copies of images whose record is gone (a lost delete job, another host's
+    delete); returns the references removed."""
+    references = await context.runtime.platform_image_references()
+    removed = []
+    for reference in await context.images.orphaned(references):
+        if await context.runtime.remove_image(reference):
+            removed.append(reference)
+    if removed:
+        log_event(logger, "removed orphaned images", references=removed)
+    return removed
