@@ -26,12 +26,30 @@ def _cmd_migrate(_: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_rotate_keys(_: argparse.Namespace) -> int:
-    from functions.auth.signing_keys import rotate_signing_key
+def _cmd_rotate_keys(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from functions.auth.signing_keys import rotate_signing_key, signing_key_record
     from shared.config import get_function_settings
 
-    kid = asyncio.run(rotate_signing_key(get_function_settings()))
-    print(f"new signing key {kid}; older keys stay published until the tokens they signed expire")
+    async def rotate() -> tuple[str, datetime | None, float]:
+        settings = get_function_settings()
+        kid = await rotate_signing_key(settings, immediately=args.now)
+        record = await signing_key_record(settings, kid)
+        if record is None:
+            return kid, None, 0.0
+        # The database's clock on both sides: this machine's may differ.
+        return kid, record.activates_at, (record.activates_at - record.created_at).total_seconds()
+
+    kid, activates_at, delay = asyncio.run(rotate())
+    if activates_at is None or delay <= 0:
+        starts = "it signs new tokens from now"
+    else:
+        starts = (
+            f"it is published now and signs new tokens from {activates_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC "
+            f"(in {delay:.0f} s)"
+        )
+    print(f"new signing key {kid}; {starts}; older keys stay published until the tokens they signed expire")
     return 0
 
 
@@ -88,9 +106,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("migrate", help="create the database if needed and apply pending migrations").set_defaults(
         run=_cmd_migrate
     )
-    commands.add_parser("rotate-keys", help="add a new token signing key without logging anyone out").set_defaults(
-        run=_cmd_rotate_keys
+    rotate_keys = commands.add_parser(
+        "rotate-keys",
+        help="add a new token signing key without logging anyone out",
+        description="Publish a new token signing key at once; it starts signing BERTH_KEY_ACTIVATION_DELAY_SECONDS "
+        "later, once every verifier's cached JWKS has it.",
     )
+    rotate_keys.add_argument(
+        "--now",
+        action="store_true",
+        help="sign with the new key at once (a compromised key); verifiers may refuse its tokens until they re-read "
+        "the JWKS",
+    )
+    rotate_keys.set_defaults(run=_cmd_rotate_keys)
 
     gateway = commands.add_parser("gateway", help="run the local API gateway from gateway-config/")
     gateway.add_argument("--host", default=None, help="bind address (BERTH_GATEWAY_HOST, 127.0.0.1)")

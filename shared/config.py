@@ -73,6 +73,9 @@ class AuthSettings(_Base):
     signin_failure_window_seconds: int = Field(default=900, ge=1)
     # How long a function trusts its cached copy of the signing keys before re-reading them.
     key_cache_seconds: int = Field(default=30, ge=0)
+    # How long after a rotation the new key starts signing (it is published at once). Longer than the
+    # gateway's JWKS cache TTL (300 s), so every verifier has the key before any token names it.
+    key_activation_delay_seconds: int = Field(default=330, ge=0)
 
 
 class FunctionSettings(CoreSettings, AwsSettings, AuthSettings, ImageSettings):

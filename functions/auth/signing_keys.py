@@ -1,12 +1,16 @@
 """RS256 signing keys: the one that signs, rotation without logging anyone out, and the published JWKS.
 
 Keys live in PostgreSQL with the private half encrypted (Fernet, with a key derived from
-``settings.secret_key`` by HKDF-SHA256). The newest unretired key signs. A rotation adds a key and
-retires the others; a retired key stays in the JWKS for ``retired_key_lifetime_seconds`` (long enough
-for every token it signed to expire, including tokens signed by instances that still had it cached),
-then is pruned. Each process caches the signing key and its own verifier's keys for
-``settings.key_cache_seconds``; the published JWKS route reads the table (nearly) every time, so a
-verifier that meets a new kid and re-reads the JWKS finds it, whichever instance it asks.
+``settings.secret_key`` by HKDF-SHA256). Rotation is publish-before-use: a new key is in the JWKS at
+once but signs only from its ``activates_at``, ``settings.key_activation_delay_seconds`` later (longer
+than verifiers cache the JWKS), so every verifier already has it when the first token names it, and
+none depends on its throttled re-read for unknown kids. The newest key whose ``activates_at`` has
+passed signs; ``immediately=True`` (a compromised key) and the very first key skip the wait. A key
+superseded by a newer one's activation stays in the JWKS for ``retired_key_lifetime_seconds`` after
+that (long enough for every token it signed to expire, including tokens signed by instances that
+still had it cached), then is pruned. Each process caches the signing key and its own verifier's keys
+for ``settings.key_cache_seconds`` (the signing key never past the next activation it knows of); the
+published JWKS route reads the table (nearly) every time.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from functions.auth.store import SigningKeyRecord, get_auth_store
+from functions.auth.store import ActiveSigningKey, SigningKeyRecord, get_auth_store
 from shared.config import FunctionSettings, get_function_settings
 from shared.observability import get_logger, log_event
 from shared.tokens import generate_rsa_key, public_jwk
@@ -49,7 +53,7 @@ class SigningKeyUnreadable(RuntimeError):
 class _CachedSigningKey:
     kid: str
     private_key: RSAPrivateKey
-    loaded_at: float
+    valid_until: float  # time.monotonic(): the cache lifetime, cut short by the next known activation
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,7 @@ _published: dict[str, _CachedJwks] = {}
 
 
 def retired_key_lifetime_seconds(settings: FunctionSettings) -> int:
-    """How long a retired key stays published: its last tokens' lifetime, the key cache and a margin."""
+    """How long a key stays published once superseded: its last tokens' lifetime, the key cache and a margin."""
     return settings.access_token_ttl_seconds + settings.key_cache_seconds + RETIREMENT_MARGIN_SECONDS
 
 
@@ -113,23 +117,33 @@ async def _new_key_material(settings: FunctionSettings) -> tuple[str, bytes, dic
 
 
 async def current_signing_key(settings: FunctionSettings) -> tuple[str, RSAPrivateKey]:
-    """The (kid, private key) that signs access tokens now; creates the first key if there is none."""
+    """The (kid, private key) that signs access tokens now; creates the first key if there is none.
+
+    Never a key before its ``activates_at``: only the active key is cached, and not past the moment the
+    next published key activates.
+    """
     cached = _signing_keys.get(settings.database_url)
-    if cached and time.monotonic() - cached.loaded_at < settings.key_cache_seconds:
+    read_at = time.monotonic()
+    if cached and read_at < cached.valid_until:
         return cached.kid, cached.private_key
     store = get_auth_store(settings)
-    record: SigningKeyRecord | None = await store.active_signing_key()
-    if record is None:
+    active: ActiveSigningKey | None = await store.active_signing_key()
+    if active is None:
         kid, encrypted, jwk = await _new_key_material(settings)
         # Several instances may get here at once; the store's lock lets exactly one key in.
-        record = await store.create_first_signing_key(kid, encrypted, jwk)
-        if record.kid == kid:
+        active = await store.create_first_signing_key(kid, encrypted, jwk)
+        if active.record.kid == kid:
             log_event(logger, "signing key created", kid=kid)
+    record = active.record
     if cached and cached.kid == record.kid:
         private_key = cached.private_key  # unchanged: skip decrypting and re-validating it
     else:
         private_key = decrypt_private_key(settings, record.private_key_encrypted)
-    _signing_keys[settings.database_url] = _CachedSigningKey(record.kid, private_key, time.monotonic())
+    lifetime = float(settings.key_cache_seconds)
+    if active.next_activation_in is not None:
+        lifetime = min(lifetime, active.next_activation_in)
+    # Counted from before the read (not after it and the decryption), so the cache ends by the activation.
+    _signing_keys[settings.database_url] = _CachedSigningKey(record.kid, private_key, read_at + lifetime)
     published = _published.get(settings.database_url)
     if published and record.kid not in {jwk.get("kid") for jwk in published.document["keys"]}:
         # Never sign with a key this process would not publish (another instance rotated meanwhile).
@@ -137,17 +151,37 @@ async def current_signing_key(settings: FunctionSettings) -> tuple[str, RSAPriva
     return record.kid, private_key
 
 
-async def rotate_signing_key(settings: FunctionSettings) -> str:
-    """Add a new signing key and retire the others (they stay published for a while); returns its kid."""
+async def rotate_signing_key(settings: FunctionSettings, *, immediately: bool = False) -> str:
+    """Publish a new signing key now; it signs from ``settings.key_activation_delay_seconds`` later, or at
+    once with ``immediately`` (a compromised key; verifiers that cached the JWKS before this may refuse
+    its tokens until they re-read it) or when no key signs yet. Returns its kid.
+
+    The others stop signing when it starts and stay published until the tokens they signed expire.
+    """
     kid, encrypted, jwk = await _new_key_material(settings)
-    pruned = await get_auth_store(settings).add_signing_key(kid, encrypted, jwk, retired_key_lifetime_seconds(settings))
+    delay = 0 if immediately else settings.key_activation_delay_seconds
+    record, pruned = await get_auth_store(settings).add_signing_key(
+        kid, encrypted, jwk, retired_key_lifetime_seconds(settings), delay
+    )
     forget_cached_keys()
-    log_event(logger, "signing key rotated", kid=kid, pruned_kids=pruned)
+    log_event(
+        logger,
+        "signing key rotated",
+        kid=kid,
+        activates_at=record.activates_at.isoformat(),
+        immediately=immediately,
+        pruned_kids=pruned,
+    )
     return kid
 
 
+async def signing_key_record(settings: FunctionSettings, kid: str) -> SigningKeyRecord | None:
+    """The stored key ``kid`` (its ``activates_at`` says when it starts signing), None if there is none."""
+    return await get_auth_store(settings).signing_key(kid)
+
+
 async def prune_signing_keys(settings: FunctionSettings) -> list[str]:
-    """Delete keys retired longer than ``retired_key_lifetime_seconds`` ago; returns their kids."""
+    """Delete keys superseded longer than ``retired_key_lifetime_seconds`` ago; returns their kids."""
     pruned = await get_auth_store(settings).prune_signing_keys(retired_key_lifetime_seconds(settings))
     if pruned:
         forget_cached_keys()
@@ -156,7 +190,7 @@ async def prune_signing_keys(settings: FunctionSettings) -> list[str]:
 
 
 async def published_jwks(settings: FunctionSettings, *, max_age: float | None = None) -> dict[str, Any]:
-    """The JWKS: ``{"keys": [...]}``, the signing key and recently retired ones, newest first.
+    """The JWKS: ``{"keys": [...]}``, pending, signing and recently superseded keys, newest first.
 
     ``max_age`` overrides ``settings.key_cache_seconds`` as the oldest cached copy to accept.
     """

@@ -2,7 +2,11 @@
 
 Every method is one transaction. Invariants that concurrent requests could break live in SQL: an email
 is taken once (unique constraint + ON CONFLICT), a refresh token is used once (conditional UPDATE), the
-first signing key is created once (advisory lock).
+first signing key is created once and rotations are serialised (advisory lock).
+
+Signing keys follow publish-before-use: a key is published from its insertion, signs from ``activates_at``
+(the newest key whose ``activates_at`` has passed signs) and is superseded (``retired_at``) when a newer
+key activates; ``retired_at`` may therefore lie in the future.
 """
 
 from __future__ import annotations
@@ -37,7 +41,16 @@ class SigningKeyRecord:
     private_key_encrypted: bytes
     public_jwk: dict[str, Any]
     created_at: datetime
+    activates_at: datetime
     retired_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ActiveSigningKey:
+    """The key that signs now, and in how many seconds the next pending key activates (None: none pending)."""
+
+    record: SigningKeyRecord
+    next_activation_in: float | None
 
 
 class RotationStatus(enum.Enum):
@@ -67,8 +80,14 @@ def _signing_key(row: Row) -> SigningKeyRecord:
         private_key_encrypted=bytes(row["private_key_encrypted"]),
         public_jwk=dict(row["public_jwk"]),
         created_at=row["created_at"],
+        activates_at=row["activates_at"],
         retired_at=row["retired_at"],
     )
+
+
+def _active(row: Row) -> ActiveSigningKey:
+    next_in = row["next_activation_in"]
+    return ActiveSigningKey(_signing_key(row), None if next_in is None else float(next_in))
 
 
 Row = dict[str, Any]
@@ -90,9 +109,15 @@ async def _rowcount(conn: AsyncConnection[Any], query: str, params: tuple[Any, .
     return cursor.rowcount
 
 
+_KEY_COLUMNS = "kid, private_key_encrypted, public_jwk, created_at, activates_at, retired_at"
+# The signing key: the newest whose activation time has passed. Newest by creation, not by activation: a
+# key added later with a shorter delay supersedes a pending one, which then never signs. The clock, not
+# now() (the transaction's start): after waiting for the keys lock, a key made meanwhile counts.
 _ACTIVE_KEY_QUERY = (
-    "SELECT kid, private_key_encrypted, public_jwk, created_at, retired_at "
-    "FROM signing_keys WHERE retired_at IS NULL ORDER BY created_at DESC, kid DESC LIMIT 1"
+    f"SELECT {_KEY_COLUMNS}, "
+    "(SELECT EXTRACT(EPOCH FROM min(pending.activates_at) - clock_timestamp())::float8 "
+    "FROM signing_keys pending WHERE pending.activates_at > clock_timestamp()) AS next_activation_in "
+    "FROM signing_keys WHERE activates_at <= clock_timestamp() ORDER BY created_at DESC, kid DESC LIMIT 1"
 )
 
 
@@ -220,42 +245,72 @@ class AuthStore:
 
     # --- signing keys ------------------------------------------------------------------------------
 
-    async def active_signing_key(self) -> SigningKeyRecord | None:
-        """The newest key that is not retired: the one that signs."""
+    async def active_signing_key(self) -> ActiveSigningKey | None:
+        """The key that signs now (the newest whose ``activates_at`` has passed), None before the first."""
         async with self._db.transaction() as conn:
             row = await _one(conn, _ACTIVE_KEY_QUERY)
+        return _active(row) if row else None
+
+    async def signing_key(self, kid: str) -> SigningKeyRecord | None:
+        """The stored key ``kid``, whatever its state."""
+        async with self._db.transaction() as conn:
+            row = await _one(conn, f"SELECT {_KEY_COLUMNS} FROM signing_keys WHERE kid = %s", (kid,))
         return _signing_key(row) if row else None
 
     async def create_first_signing_key(
         self, kid: str, private_key_encrypted: bytes, public_jwk: dict[str, Any]
-    ) -> SigningKeyRecord:
-        """Insert this key unless another instance already created one; returns the active key."""
+    ) -> ActiveSigningKey:
+        """Insert this key, signing at once, unless another instance already made one; returns the active key."""
         async with self._db.transaction() as conn:
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SIGNING_KEYS_LOCK_ID,))
             row = await _one(conn, _ACTIVE_KEY_QUERY)
-            if row is None:
-                row = await _one(
-                    conn,
-                    "INSERT INTO signing_keys (kid, private_key_encrypted, public_jwk) "
-                    "VALUES (%s, %s, %s) RETURNING kid, private_key_encrypted, "
-                    "public_jwk, created_at, retired_at",
-                    (kid, private_key_encrypted, Jsonb(public_jwk)),
-                )
-        assert row is not None
-        return _signing_key(row)
+            if row is not None:
+                return _active(row)
+            # Any key still pending is older than this one, so it will never sign: nothing activates next.
+            return ActiveSigningKey(await self._insert_key(conn, kid, private_key_encrypted, public_jwk, 0), None)
 
     async def add_signing_key(
-        self, kid: str, private_key_encrypted: bytes, public_jwk: dict[str, Any], retired_lifetime_seconds: int
-    ) -> list[str]:
-        """Make this key the signing key, retire the others, prune long-retired ones (kids returned)."""
+        self,
+        kid: str,
+        private_key_encrypted: bytes,
+        public_jwk: dict[str, Any],
+        retired_lifetime_seconds: int,
+        activation_delay_seconds: float,
+    ) -> tuple[SigningKeyRecord, list[str]]:
+        """Publish this key now and make it sign after ``activation_delay_seconds`` (at once if no key signs
+        yet), superseding the others from then; prune long-retired keys. Returns the key and pruned kids."""
         async with self._db.transaction() as conn:
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SIGNING_KEYS_LOCK_ID,))
-            await conn.execute("UPDATE signing_keys SET retired_at = now() WHERE retired_at IS NULL")
-            await conn.execute(
-                "INSERT INTO signing_keys (kid, private_key_encrypted, public_jwk) VALUES (%s, %s, %s)",
-                (kid, private_key_encrypted, Jsonb(public_jwk)),
-            )
-            return await self._delete_retired_keys(conn, retired_lifetime_seconds)
+            if await _one(conn, _ACTIVE_KEY_QUERY) is None:
+                activation_delay_seconds = 0  # nothing signs yet: nothing to wait for
+            record = await self._insert_key(conn, kid, private_key_encrypted, public_jwk, activation_delay_seconds)
+            return record, await self._delete_retired_keys(conn, retired_lifetime_seconds)
+
+    async def _insert_key(
+        self,
+        conn: AsyncConnection[Any],
+        kid: str,
+        private_key_encrypted: bytes,
+        public_jwk: dict[str, Any],
+        activation_delay_seconds: float,
+    ) -> SigningKeyRecord:
+        # Caller holds the lock. The clock is read after taking it (now() is the transaction's start), so
+        # keys' creation order is the order of rotations. Every other key stops signing when this one
+        # starts: one not superseded yet, or superseded later (a pending rotation), is superseded then.
+        row = await _one(
+            conn,
+            "INSERT INTO signing_keys (kid, private_key_encrypted, public_jwk, created_at, activates_at) "
+            "SELECT %s, %s, %s, clock.at, clock.at + make_interval(secs => %s) "
+            f"FROM (SELECT clock_timestamp() AS at) AS clock RETURNING {_KEY_COLUMNS}",
+            (kid, private_key_encrypted, Jsonb(public_jwk), activation_delay_seconds),
+        )
+        assert row is not None
+        record = _signing_key(row)
+        await conn.execute(
+            "UPDATE signing_keys SET retired_at = %s WHERE kid <> %s AND (retired_at IS NULL OR retired_at > %s)",
+            (record.activates_at, kid, record.activates_at),
+        )
+        return record
 
     async def prune_signing_keys(self, retired_lifetime_seconds: int) -> list[str]:
         """Delete keys retired more than ``retired_lifetime_seconds`` ago; returns their kids."""
@@ -263,6 +318,7 @@ class AuthStore:
             return await self._delete_retired_keys(conn, retired_lifetime_seconds)
 
     async def _delete_retired_keys(self, conn: AsyncConnection[Any], retired_lifetime_seconds: int) -> list[str]:
+        # retired_at is when a newer key started signing: its tokens are live for a lifetime after that.
         rows = await _all(
             conn,
             "DELETE FROM signing_keys WHERE retired_at IS NOT NULL "
@@ -272,12 +328,12 @@ class AuthStore:
         return sorted(str(row["kid"]) for row in rows)
 
     async def published_signing_keys(self, retired_lifetime_seconds: int) -> list[SigningKeyRecord]:
-        """Keys whose tokens may still be live: the active ones and those retired recently, newest first."""
+        """Keys whose tokens may be live or soon will be: pending, signing and recently superseded, newest
+        first. A key is published from its insertion, before it signs."""
         async with self._db.transaction() as conn:
             rows = await _all(
                 conn,
-                "SELECT kid, private_key_encrypted, public_jwk, created_at, retired_at "
-                "FROM signing_keys "
+                f"SELECT {_KEY_COLUMNS} FROM signing_keys "
                 "WHERE retired_at IS NULL "
                 "OR retired_at >= now() - make_interval(secs => %s) "
                 "ORDER BY created_at DESC, kid DESC",

@@ -17,7 +17,8 @@ import redis
 
 from functions.auth.signin_throttle import attempts_key
 from shared.config import PROJECT_ROOT, get_function_settings
-from tests.conftest import UNLIMITED, RunningGateway, start_gateway, stop_process
+from shared.migrate import apply_migrations, drop_database
+from tests.conftest import TEST_DATABASE_URL, UNLIMITED, RunningGateway, start_gateway, stop_process
 from tests.e2e.conftest import SignedInUser
 
 PASSWORD = "correct horse battery"
@@ -153,18 +154,38 @@ def test_discovery_documents_name_the_gateways_issuer(client: httpx.Client, gate
 
 @pytest.fixture
 def fresh_key_gateway(tmp_path: Path) -> Iterator[RunningGateway]:
-    """A gateway whose functions re-read the signing keys on every use, so a rotation shows at once."""
-    running = start_gateway(tmp_path, UNLIMITED | {"BERTH_KEY_CACHE_SECONDS": "0"})
-    yield running
-    stop_process(running.process)
+    """A gateway on a database of its own (a rotation there leaves the session's gateway alone) whose
+    functions re-read the signing keys on every use and whose new keys activate two seconds after a
+    rotation, so a rotation shows at once and takes effect soon."""
+    url = f"{TEST_DATABASE_URL}_rotation_{secrets.token_hex(3)}"
+    apply_migrations(url)
+    env = {"BERTH_DATABASE_URL": url, "BERTH_KEY_CACHE_SECONDS": "0", "BERTH_KEY_ACTIVATION_DELAY_SECONDS": "2"}
+    try:
+        running = start_gateway(tmp_path, UNLIMITED | env)
+        try:
+            yield running
+        finally:
+            stop_process(running.process)
+    finally:
+        drop_database(url)
 
 
-def test_rotating_keys_logs_nobody_out(fresh_key_gateway: RunningGateway, emails: EmailsMade) -> None:
-    email = emails.new("rotation")
+def kid_of(token: str) -> str:
+    return str(jwt.get_unverified_header(token)["kid"])
+
+
+def published_kids(client: httpx.Client) -> set[str]:
+    return {key["kid"] for key in client.get("/api/auth/.well-known/jwks.json").json()["keys"]}
+
+
+def test_rotating_keys_logs_nobody_out(fresh_key_gateway: RunningGateway) -> None:
+    email = f"rotation-{secrets.token_hex(6)}@example.com"
+    credentials = {"email": email, "password": PASSWORD}
     with httpx.Client(base_url=fresh_key_gateway.url, timeout=30) as client:
-        assert client.post("/api/auth/signup", json={"email": email, "password": PASSWORD}).status_code == 201
-        before = client.post("/api/auth/signin", json={"email": email, "password": PASSWORD}).json()
-        old_kid = jwt.get_unverified_header(before["access_token"])["kid"]
+        assert client.post("/api/auth/signup", json=credentials).status_code == 201
+        before = client.post("/api/auth/signin", json=credentials).json()
+        old_kid = kid_of(before["access_token"])
+        assert client.get("/api/auth/me", headers=bearer(before["access_token"])).status_code == 200
 
         rotated = subprocess.run(
             [sys.executable, "-m", "shared.cli", "rotate-keys"],
@@ -175,16 +196,30 @@ def test_rotating_keys_logs_nobody_out(fresh_key_gateway: RunningGateway, emails
             timeout=60,
         )
         assert rotated.returncode == 0, rotated.stderr
+        assert "in 2 s" in rotated.stdout
 
+        # Published at once (the JWKS route answers from a copy up to a second old), not signing yet.
+        assert kid_of(client.post("/api/auth/signin", json=credentials).json()["access_token"]) == old_kid
+        deadline = time.monotonic() + 5
+        while len(published := published_kids(client)) < 2:
+            assert time.monotonic() < deadline, published
+            time.sleep(0.2)
+        (new_kid,) = published - {old_kid}
+        assert new_kid in rotated.stdout
         assert client.get("/api/auth/me", headers=bearer(before["access_token"])).status_code == 200
-        after = client.post("/api/auth/signin", json={"email": email, "password": PASSWORD}).json()
-        new_kid = jwt.get_unverified_header(after["access_token"])["kid"]
-        assert new_kid != old_kid and new_kid in rotated.stdout
-        published = {key["kid"] for key in client.get("/api/auth/.well-known/jwks.json").json()["keys"]}
-        assert {old_kid, new_kid} <= published
-        # The gateway re-reads the JWKS for an unknown kid, but at most every few seconds: allow for it.
+
+        # Once it activates, sign-ins get tokens of the new key; tokens of the old one keep working.
+        deadline = time.monotonic() + 15
+        while kid_of(after := client.post("/api/auth/signin", json=credentials).json()["access_token"]) == old_kid:
+            assert time.monotonic() < deadline, "the new key did not start signing"
+            time.sleep(0.5)
+        assert kid_of(after) == new_kid
+        # This gateway read the JWKS before the rotation and caches it longer than this test's activation
+        # delay, so it meets the kid as unknown and re-reads, but at most every few seconds: allow for it.
         deadline = time.monotonic() + 10
-        while (me := client.get("/api/auth/me", headers=bearer(after["access_token"]))).status_code != 200:
+        while (me := client.get("/api/auth/me", headers=bearer(after))).status_code != 200:
             assert time.monotonic() < deadline, me.text
             time.sleep(0.5)
         assert me.json()["email"] == email
+        assert client.get("/api/auth/me", headers=bearer(before["access_token"])).status_code == 200
+        assert old_kid in published_kids(client)

@@ -2,13 +2,20 @@
 
 Every kind of bad token a client or an attacker may send is refused with a 401 in the error shape,
 before any function runs; a good one reaches the function with its claims.
+
+Tests that rotate keys do so in a database and behind a gateway of their own: the session's gateway
+caches the JWKS for five minutes, and a key activated after its last read (a test's activation delay is
+seconds, not the 330 s default) could be unknown to it while a test that sent an unknown kid keeps its
+re-read throttled. So the session database's keys never rotate, and the tokens tests mint with
+``current_signing_key`` always name a key the session's gateway has.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -16,9 +23,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-from shared.config import get_function_settings
-from shared.tokens import generate_rsa_key, issue_access_token
-from tests.conftest import UNLIMITED, RunningGateway, start_gateway, stop_process
+from shared.config import FunctionSettings, get_function_settings
+from shared.tokens import UNKNOWN_KID_REFRESH_SECONDS, generate_rsa_key, issue_access_token
+from tests.conftest import TEST_DATABASE_URL, UNLIMITED, RunningGateway, start_gateway, stop_process
 from tests.e2e.conftest import SignedInUser, sign_up_and_in
 from tests.fixtures.gateway.support import claims_of, hs256_token_keyed_with, unsigned_token, with_claims
 
@@ -117,25 +124,63 @@ def test_a_not_built_route_needs_a_token_then_answers_501(client: httpx.Client, 
 
 
 @pytest.fixture
-def rotating_gateway(tmp_path: Path) -> Iterator[RunningGateway]:
-    """A gateway whose auth function re-reads its keys at every request, so a rotation shows at once."""
-    running = start_gateway(tmp_path, UNLIMITED | {"BERTH_KEY_CACHE_SECONDS": "0"})
+async def rotation_settings() -> AsyncIterator[FunctionSettings]:
+    """Settings on a database of the test's own, whose new keys activate two seconds after a rotation."""
+    from anyio import to_thread
+
+    from functions.auth.signing_keys import forget_cached_keys
+    from shared.db import get_database
+    from shared.migrate import apply_migrations, drop_database
+
+    url = f"{TEST_DATABASE_URL}_rotation_{secrets.token_hex(3)}"
+    await to_thread.run_sync(apply_migrations, url)
+    yield get_function_settings().model_copy(
+        update={"database_url": url, "key_activation_delay_seconds": 2, "key_cache_seconds": 0}
+    )
+    await get_database(url).close()
+    forget_cached_keys()
+    await to_thread.run_sync(drop_database, url)
+
+
+@pytest.fixture
+def rotating_gateway(tmp_path: Path, rotation_settings: FunctionSettings) -> Iterator[RunningGateway]:
+    """A gateway on that database whose auth function re-reads its keys at every request."""
+    env = {"BERTH_KEY_CACHE_SECONDS": "0", "BERTH_DATABASE_URL": rotation_settings.database_url}
+    running = start_gateway(tmp_path, UNLIMITED | env)
     yield running
     stop_process(running.process)
 
 
-async def test_a_key_rotation_is_picked_up_without_a_restart(rotating_gateway: RunningGateway) -> None:
-    from functions.auth.signing_keys import current_signing_key, forget_cached_keys, rotate_signing_key
+async def _wait_until_signing(settings: FunctionSettings, kid: str, timeout: float = 30.0) -> RSAPrivateKey:
+    from functions.auth.signing_keys import current_signing_key
+
+    deadline = time.monotonic() + timeout
+    while (signing := await current_signing_key(settings))[0] != kid:
+        assert time.monotonic() < deadline, f"key {kid} did not start signing"
+        await asyncio.sleep(0.05)
+    return signing[1]
+
+
+async def test_a_key_rotation_is_picked_up_without_a_restart(
+    rotating_gateway: RunningGateway, rotation_settings: FunctionSettings
+) -> None:
+    from functions.auth.signing_keys import JWKS_ROUTE_MAX_AGE_SECONDS, current_signing_key, rotate_signing_key
 
     with httpx.Client(base_url=rotating_gateway.url, timeout=30) as client:
         user = sign_up_and_in(client)
         assert client.get("/api/auth/me", headers=user.auth_headers).status_code == 200  # JWKS now cached
-        new_kid = await rotate_signing_key(get_function_settings())
-        forget_cached_keys()
-        kid, key = await current_signing_key(get_function_settings())
-        assert kid == new_kid
-        token = _mint(rotating_gateway, user, key, kid)
-        # The gateway re-reads the JWKS when a token names an unknown kid (at most every few seconds).
+        old_kid = (await current_signing_key(rotation_settings))[0]
+        new_kid = await rotate_signing_key(rotation_settings)
+        # Published at once (the JWKS route answers from a copy up to a second old), signing only once
+        # it activates.
+        assert (await current_signing_key(rotation_settings))[0] == old_kid
+        await asyncio.sleep(JWKS_ROUTE_MAX_AGE_SECONDS)
+        assert new_kid in {key["kid"] for key in client.get("/api/auth/.well-known/jwks.json").json()["keys"]}
+        key = await _wait_until_signing(rotation_settings, new_kid)
+        token = _mint(rotating_gateway, user, key, new_kid)
+        # This gateway read the JWKS before the key was published and caches it for five minutes, longer
+        # than this test's activation delay: it re-reads when a token names an unknown kid (at most every
+        # few seconds).
         deadline = time.monotonic() + 15
         status = 0
         while time.monotonic() < deadline:
@@ -144,8 +189,39 @@ async def test_a_key_rotation_is_picked_up_without_a_restart(rotating_gateway: R
                 break
             time.sleep(0.5)
         assert status == 200
-        # tokens signed by the retired key keep working until they expire
+        # tokens signed by the superseded key keep working until they expire
         assert client.get("/api/auth/me", headers=user.auth_headers).status_code == 200
+
+
+async def test_a_freshly_activated_key_is_accepted_while_the_unknown_kid_refresh_is_throttled(
+    rotating_gateway: RunningGateway, rotation_settings: FunctionSettings
+) -> None:
+    from functions.auth.signing_keys import current_signing_key, rotate_signing_key
+
+    with httpx.Client(base_url=rotating_gateway.url, timeout=30) as client:
+        user = sign_up_and_in(client)  # signing up and in needs no token: the gateway has read no JWKS yet
+        old_kid = (await current_signing_key(rotation_settings))[0]
+        settings = rotation_settings.model_copy(update={"key_activation_delay_seconds": 1})
+        new_kid = await rotate_signing_key(settings)  # published now, signs in a second
+        garbage = _mint(rotating_gateway, user, generate_rsa_key(), "garbage-kid")
+        # The gateway reads the JWKS (the new key is in it), does not know the garbage kid, and will not
+        # re-read for an unknown kid for UNKNOWN_KID_REFRESH_SECONDS from now.
+        throttled_from = time.monotonic()
+        _assert_refused(client.get("/api/auth/me", headers={"Authorization": f"Bearer {garbage}"}), "invalid_token")
+        assert client.get("/api/auth/me", headers=user.auth_headers).status_code == 200
+
+        key = await _wait_until_signing(settings, new_kid)
+        signed_in = client.post("/api/auth/signin", json={"email": user.email, "password": user.password})
+        fresh = signed_in.json()["access_token"]
+        _assert_refused(client.get("/api/auth/me", headers={"Authorization": f"Bearer {garbage}"}), "invalid_token")
+        assert claims_of(fresh)["sub"] == user.id and new_kid != old_kid
+
+        for token in (fresh, _mint(rotating_gateway, user, key, new_kid), user.access_token):
+            response = client.get("/api/auth/me", headers={"Authorization": f"Bearer {token}"})
+            assert response.status_code == 200, response.text
+        # All within the throttle: the new key was accepted from the JWKS read before it activated, not
+        # from a re-read for its kid (which would have had to wait).
+        assert time.monotonic() - throttled_from < UNKNOWN_KID_REFRESH_SECONDS
 
 
 def test_unknown_routes_and_methods_answer_404_json(client: httpx.Client) -> None:
