@@ -45,9 +45,16 @@ class AwsSettings(_Base):
         default=None, validation_alias=AliasChoices("AWS_ENDPOINT_URL", "BERTH_AWS_ENDPOINT_URL")
     )
     aws_region: str = Field(default="us-east-1", validation_alias=AliasChoices("AWS_DEFAULT_REGION", "AWS_REGION"))
+    # Where `berth local` runs moto, and so the endpoint outside production when none is set.
+    local_aws_host: str = "127.0.0.1"
+    local_aws_port: int = Field(default=4566, ge=1, le=65535)
     images_bucket: str = "berth-images"
     jobs_queue: str = "berth-jobs"
     jobs_dead_letter_queue: str = "berth-jobs-dlq"
+
+    @property
+    def local_aws_url(self) -> str:
+        return f"http://{self.local_aws_host}:{self.local_aws_port}"
 
 
 class ImageSettings(_Base):
@@ -81,20 +88,21 @@ class AuthSettings(_Base):
 class FunctionSettings(CoreSettings, AwsSettings, AuthSettings, ImageSettings):
     """What every function needs at cold start."""
 
+    @property
+    def aws_endpoint(self) -> str | None:
+        """The S3/SQS endpoint: an explicit one (LocalStack, AWS), else AWS's own in production, else the
+        local moto that `berth local` runs."""
+        if self.aws_endpoint_url:
+            return self.aws_endpoint_url
+        if self.environment is Environment.PRODUCTION:
+            return None
+        return self.local_aws_url
+
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> FunctionSettings:
         if self.environment is Environment.PRODUCTION and (self.secret_key.get_secret_value() == DEVELOPMENT_SECRET):
             raise ValueError("BERTH_SECRET_KEY must be set to a real secret outside development")
         return self
-
-    @property
-    def aws_endpoint(self) -> str | None:
-        """The S3/SQS endpoint: moto on 127.0.0.1:4566 by default in development, AWS otherwise."""
-        if self.aws_endpoint_url:
-            return self.aws_endpoint_url
-        if self.environment is Environment.PRODUCTION:
-            return None
-        return "http://127.0.0.1:4566"
 
 
 class GatewaySettings(FunctionSettings):

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import Field, ValidationError
 
-from shared.config import PROJECT_ROOT, Environment, GatewaySettings
+from shared.config import PROJECT_ROOT, GatewaySettings
 from shared.errors import BerthError, Conflict, DependencyError, ServiceUnavailable
 
 GATEWAY = "gateway"
@@ -53,30 +53,15 @@ _COMMAND_MARKERS = {
 class LocalStackSettings(GatewaySettings):
     """The gateway's settings plus where ``berth local`` runs the local AWS and keeps its state."""
 
-    local_aws_host: str = "127.0.0.1"
-    local_aws_port: int = Field(default=4566, ge=1, le=65535)
     # Pidfiles and logs of what ``up`` started; also the gateway's state dir unless that is set.
     local_state_dir: Path = PROJECT_ROOT / ".berth"
     local_start_timeout_seconds: float = Field(default=60.0, gt=0)
     local_stop_grace_seconds: float = Field(default=10.0, gt=0)
 
     @property
-    def local_aws_url(self) -> str:
-        return f"http://{self.local_aws_host}:{self.local_aws_port}"
-
-    @property
-    def stack_aws_endpoint(self) -> str | None:
-        """Where the stack's S3/SQS live: an explicit endpoint (LocalStack, AWS), else the local moto."""
-        if self.aws_endpoint_url:
-            return self.aws_endpoint_url
-        if self.environment is Environment.PRODUCTION:
-            return None
-        return self.local_aws_url
-
-    @property
     def runs_local_aws(self) -> bool:
         """True when ``up`` should run moto itself rather than use an endpoint someone else runs."""
-        return self.stack_aws_endpoint == self.local_aws_url
+        return self.aws_endpoint == self.local_aws_url
 
     @property
     def gateway_url(self) -> str:
@@ -433,7 +418,7 @@ def child_environment(settings: LocalStackSettings) -> dict[str, str]:
     """
     env = dict(os.environ)
     explicit = settings.model_fields_set
-    endpoint = settings.stack_aws_endpoint
+    endpoint = settings.aws_endpoint
     if endpoint and "aws_endpoint_url" not in explicit:
         env["BERTH_AWS_ENDPOINT_URL"] = endpoint
     if "gateway_state_dir" not in explicit:
@@ -573,7 +558,7 @@ def _bring_up(settings: LocalStackSettings) -> list[tuple[str, str, str]]:
     _check_redis(settings)
     python = [sys.executable, "-m", "shared.cli"]
 
-    endpoint = settings.stack_aws_endpoint
+    endpoint = settings.aws_endpoint
     if settings.runs_local_aws:
         aws_state = _ensure_process(
             settings,
@@ -669,7 +654,7 @@ def status() -> int:
         [
             ("gateway", settings.gateway_url, gateway[1]),
             ("host worker", "", _describe_worker(settings)),
-            ("S3/SQS (moto)" if settings.runs_local_aws else "S3/SQS", settings.stack_aws_endpoint or "AWS", aws[1]),
+            ("S3/SQS (moto)" if settings.runs_local_aws else "S3/SQS", settings.aws_endpoint or "AWS", aws[1]),
             ("PostgreSQL", _database_address(settings.database_url), database),
             ("Redis", _redis_address(settings.redis_url), "up" if redis_up else "not answering"),
             ("Docker", _docker_host(), _docker_state()),
