@@ -220,7 +220,9 @@ def test_berth_push_uploads_and_follows_progress_to_ready(
     assert pushed.returncode == 0, pushed.stdout + pushed.stderr
     lines = pushed.stdout.splitlines()
     assert lines[0].startswith("image ") and "uploading" in lines[0]
-    assert "ready" in lines and any(line.startswith("processing") for line in lines)
+    # At least one progress line before ready (how many depends on how fast the worker is)
+    assert "ready" in lines
+    assert any(line.startswith(("uploaded", "processing")) for line in lines[1 : lines.index("ready")])
     assert "[critical] private_key /root/.ssh/id_rsa" in pushed.stdout
     assert user.access_token not in pushed.stdout + pushed.stderr
 
