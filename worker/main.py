@@ -22,6 +22,8 @@ from shared.errors import DependencyError
 from shared.jobs import JobQueue, ReceivedJob, get_job_queue
 from shared.observability import get_logger, log_event
 from shared.storage import get_object_store
+from worker.host_store import HostStore
+from worker.hosts import heartbeat, mark_stale_hosts_down, register_this_host
 from worker.image_jobs import (
     ImageJobContext,
     JobFailed,
@@ -47,10 +49,13 @@ HANDLERS: dict[str, tuple[Handler, FailureHandler | None]] = {
 
 
 class Worker:
-    def __init__(self, settings: WorkerSettings, queue: JobQueue, context: ImageJobContext) -> None:
+    def __init__(
+        self, settings: WorkerSettings, queue: JobQueue, context: ImageJobContext, hosts: HostStore | None = None
+    ) -> None:
         self.settings = settings
         self.queue = queue
         self.context = context
+        self.hosts = hosts
         self.id = uuid.uuid4().hex[:12]
         self._running: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
@@ -65,6 +70,7 @@ class Worker:
         remove_stale_scratch(self.settings)
         log_event(logger, "worker started", worker_id=self.id, concurrency=self.settings.worker_concurrency)
         housekeeping = asyncio.create_task(self._housekeeping())
+        host_heartbeats = asyncio.create_task(self._host_heartbeats()) if self.hosts is not None else None
         try:
             while not self._stopping.is_set():
                 free = await self._wait_for_slot()
@@ -84,6 +90,8 @@ class Worker:
                     task.add_done_callback(self._running.discard)
         finally:
             housekeeping.cancel()
+            if host_heartbeats is not None:
+                host_heartbeats.cancel()
             if self._running:
                 await asyncio.gather(*self._running, return_exceptions=True)
             log_event(logger, "worker stopped", worker_id=self.id, completed=self.completed)
@@ -96,6 +104,37 @@ class Worker:
             except (DependencyError, RuntimeRetryable, RuntimeFinal) as exc:
                 log_event(logger, "housekeeping failed; will retry", error=str(exc))
             await self._sleep(self.settings.worker_gc_interval_seconds)
+
+    async def _host_heartbeats(self) -> None:
+        """Register this host, keep it alive every ``host_heartbeat_seconds``, and mark hosts that fell
+        silent for ``host_down_after_seconds`` as down. Registration is retried until it succeeds."""
+        assert self.hosts is not None
+        registered = False
+        while not self._stopping.is_set():
+            try:
+                # An unknown host (first start, or its row was removed) is registered again.
+                if not registered or not await heartbeat(self.hosts, self.settings.host_id):
+                    host = await register_this_host(self.hosts, self.settings)
+                    registered = True
+                    log_event(
+                        logger,
+                        "host registered",
+                        host_id=host.id,
+                        address=host.address,
+                        status=host.status,
+                        cpu=host.cpu_capacity,
+                        memory_mb=host.memory_capacity_mb,
+                    )
+                for host_id in await mark_stale_hosts_down(self.hosts, self.settings.host_down_after_seconds):
+                    log_event(
+                        logger,
+                        "host marked down: no heartbeat",
+                        host_id=host_id,
+                        silent_for_seconds=self.settings.host_down_after_seconds,
+                    )
+            except DependencyError as exc:
+                log_event(logger, "host heartbeat failed; will retry", error=str(exc))
+            await self._sleep(self.settings.host_heartbeat_seconds)
 
     async def _wait_for_slot(self) -> int:
         """Wait until fewer than ``worker_concurrency`` jobs run; returns how many more may start."""
@@ -174,7 +213,7 @@ def build_worker(settings: WorkerSettings) -> Worker:
         objects=get_object_store(settings),
         runtime=DockerRuntime(settings.docker_host, settings.docker_timeout_seconds),
     )
-    return Worker(settings, get_job_queue(settings), context)
+    return Worker(settings, get_job_queue(settings), context, HostStore(database))
 
 
 async def serve(settings: WorkerSettings, *, burst: bool = False) -> int:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from shared.config import PROJECT_ROOT, FunctionSettings
 
@@ -24,6 +26,32 @@ class WorkerSettings(FunctionSettings):
     worker_work_dir: Path = PROJECT_ROOT / ".berth" / "worker"
     docker_host: str | None = Field(default=None, validation_alias="DOCKER_HOST")
     docker_timeout_seconds: float = Field(default=120.0, gt=0)
+    # The host this worker runs on: a stable id, where its containers' published ports are reachable,
+    # which host ports they get, and how it stays known to be alive.
+    host_id: str = Field(default_factory=socket.gethostname, min_length=1)
+    host_address: str = "127.0.0.1"
+    host_port_range_start: int = Field(default=30000, ge=1, le=65535)
+    host_port_range_end: int = Field(default=32767, ge=1, le=65535)
+    host_heartbeat_seconds: float = Field(default=5.0, gt=0)
+    # A host silent for longer is marked down by any worker; keep it several heartbeats long.
+    host_down_after_seconds: float = Field(default=30.0, gt=0)
+    host_cpu_capacity: float = Field(default_factory=lambda: float(os.cpu_count() or 1), gt=0)
+    host_memory_capacity_mb: int = Field(
+        default_factory=lambda: os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 1024**2, ge=1
+    )
+
+    @property
+    def host_port_range(self) -> range:
+        """The host ports containers may be given, both ends included in the settings."""
+        return range(self.host_port_range_start, self.host_port_range_end + 1)
+
+    @model_validator(mode="after")
+    def _check_host_settings(self) -> WorkerSettings:
+        if self.host_port_range_start > self.host_port_range_end:
+            raise ValueError("BERTH_HOST_PORT_RANGE_START must not be above BERTH_HOST_PORT_RANGE_END")
+        if self.host_down_after_seconds <= self.host_heartbeat_seconds:
+            raise ValueError("BERTH_HOST_DOWN_AFTER_SECONDS must be longer than BERTH_HOST_HEARTBEAT_SECONDS")
+        return self
 
 
 @lru_cache

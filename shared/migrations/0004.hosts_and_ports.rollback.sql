@@ -1,0 +1,2 @@
+DROP TABLE port_allocations;
+DROP TABLE hosts;

@@ -1,0 +1,136 @@
+"""The SQL behind host registration, heartbeats and host-port allocation.
+
+Every statement is conditional or conflict-tolerant, so several workers (and the control plane) may
+run them at once: the primary key of ``port_allocations`` is what keeps a port from going out twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+
+from shared.db import Database
+from shared.errors import NotFound
+
+
+class HostStore:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def upsert(self, host_id: str, address: str, cpu_capacity: float, memory_capacity_mb: int) -> dict[str, Any]:
+        """Create the host, or refresh its address and capacity; either way it is alive from now on.
+
+        A draining host stays draining: an operator's drain outlives a worker restart."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "INSERT INTO hosts (id, address, cpu_capacity, memory_capacity_mb, status, heartbeat_at) "
+                "VALUES (%s, %s, %s, %s, 'up', now()) "
+                "ON CONFLICT (id) DO UPDATE SET address = EXCLUDED.address, "
+                "cpu_capacity = EXCLUDED.cpu_capacity, memory_capacity_mb = EXCLUDED.memory_capacity_mb, "
+                "heartbeat_at = now(), "
+                "status = CASE WHEN hosts.status = 'draining' THEN 'draining' ELSE 'up' END "
+                "RETURNING id, address, cpu_capacity, memory_capacity_mb, status, heartbeat_at, registered_at, "
+                "labels",
+                (host_id, address, Decimal(str(cpu_capacity)), memory_capacity_mb),
+            )
+            row = await cursor.fetchone()
+        assert row is not None  # an upsert always returns its row
+        return row
+
+    async def touch(self, host_id: str) -> bool:
+        """Record a heartbeat (a host marked down comes back up); False when the host is not registered."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE hosts SET heartbeat_at = now(), "
+                "status = CASE WHEN status = 'down' THEN 'up' ELSE status END "
+                "WHERE id = %s RETURNING id",
+                (host_id,),
+            )
+            return await cursor.fetchone() is not None
+
+    async def mark_silent_down(self, max_silence_seconds: float) -> list[str]:
+        """Hosts not down whose last heartbeat is older than ``max_silence_seconds`` -> down; their ids."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE hosts SET status = 'down' "
+                "WHERE status <> 'down' AND heartbeat_at < now() - make_interval(secs => %s) "
+                "RETURNING id",
+                (float(max_silence_seconds),),
+            )
+            rows = await cursor.fetchall()
+        return sorted(row["id"] for row in rows)
+
+    async def get(self, host_id: str) -> dict[str, Any] | None:
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "SELECT id, address, cpu_capacity, memory_capacity_mb, status, heartbeat_at, registered_at, labels "
+                "FROM hosts WHERE id = %s",
+                (host_id,),
+            )
+            return await cursor.fetchone()
+
+    async def list_up(self) -> list[dict[str, Any]]:
+        """Every host whose status is ``up``, by id."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "SELECT id, address, cpu_capacity, memory_capacity_mb, status, heartbeat_at, registered_at, labels "
+                "FROM hosts WHERE status = 'up' ORDER BY id"
+            )
+            return await cursor.fetchall()
+
+    async def free_ports(self, host_id: str, first: int, last: int, step: int, limit: int) -> list[int]:
+        """Up to ``limit`` ports of ``first..last`` (every ``step``) not allocated on the host, in random
+        order, so concurrent allocators seldom reach for the same one."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "SELECT candidate.port FROM generate_series(%s::int, %s::int, %s::int) AS candidate (port) "
+                "WHERE NOT EXISTS (SELECT 1 FROM port_allocations a "
+                "WHERE a.host_id = %s AND a.port = candidate.port) "
+                "ORDER BY random() LIMIT %s",
+                (first, last, step, host_id, limit),
+            )
+            rows = await cursor.fetchall()
+        return [row["port"] for row in rows]
+
+    async def claim_first_free(
+        self, host_id: str, candidates: list[int], owner_kind: str, owner_id: uuid.UUID
+    ) -> int | None:
+        """Allocate the first of ``candidates`` nobody holds; None when others took every one meanwhile."""
+        try:
+            async with self._db.transaction() as conn:
+                for port in candidates:
+                    cursor = await conn.execute(
+                        "INSERT INTO port_allocations (host_id, port, owner_kind, owner_id) "
+                        "VALUES (%s, %s, %s, %s) ON CONFLICT (host_id, port) DO NOTHING RETURNING port",
+                        (host_id, port, owner_kind, owner_id),
+                    )
+                    row = await cursor.fetchone()
+                    if row is not None:
+                        return int(row["port"])
+        except psycopg.errors.ForeignKeyViolation as exc:
+            raise NotFound(f"Host {host_id!r} is not registered.") from exc
+        return None
+
+    async def release(self, owner_kind: str, owner_id: uuid.UUID) -> list[tuple[str, int]]:
+        """Free every port the owner holds on any host; the (host, port) pairs freed."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "DELETE FROM port_allocations WHERE owner_kind = %s AND owner_id = %s RETURNING host_id, port",
+                (owner_kind, owner_id),
+            )
+            rows = await cursor.fetchall()
+        return sorted((row["host_id"], row["port"]) for row in rows)
+
+    async def ports_of(self, owner_kind: str, owner_id: uuid.UUID) -> list[tuple[str, int]]:
+        """The (host, port) pairs the owner holds."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "SELECT host_id, port FROM port_allocations WHERE owner_kind = %s AND owner_id = %s "
+                "ORDER BY host_id, port",
+                (owner_kind, owner_id),
+            )
+            rows = await cursor.fetchall()
+        return [(row["host_id"], row["port"]) for row in rows]
