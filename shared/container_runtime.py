@@ -8,12 +8,15 @@ trying again will not help).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import docker
 import requests
-from docker.errors import APIError, DockerException, ImageNotFound
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.types import LogConfig
 
 # Tenants' images live on hosts as <namespace>/<owner id>/<name>:<tag>, so no two tenants can collide.
 PLATFORM_NAMESPACE = "berth"
@@ -29,6 +32,41 @@ class RuntimeRetryable(Exception):
 
 class RuntimeFinal(Exception):
     """Docker refused the request: retrying the same job cannot succeed."""
+
+
+# Every customer container carries these labels, so a reconciler can tell whose it is and which record it
+# belongs to (and remove the ones nobody tracks).
+CONTAINER_ID_LABEL = "berth.container-id"
+OWNER_LABEL = "berth.owner"
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything the platform decides about one customer container; the image decides the rest."""
+
+    name: str
+    image: str
+    network: str
+    labels: Mapping[str, str]
+    command: list[str] | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    # (container port, "tcp" | "udp"); each is published on host_bind, at host_ports[port] or a free port.
+    container_ports: Sequence[tuple[int, str]] = ()
+    host_bind: str = "127.0.0.1"
+    host_ports: Mapping[int, int] = field(default_factory=dict)
+    cpu: float = 0.5
+    memory_mb: int = 256
+    pids_limit: int = 256
+
+    def __post_init__(self) -> None:
+        missing = [key for key in (CONTAINER_ID_LABEL, OWNER_LABEL) if not self.labels.get(key)]
+        if missing:
+            raise ValueError(f"a container spec needs the labels {', '.join(missing)}")
+        if self.cpu <= 0 or self.memory_mb <= 0 or self.pids_limit <= 0:
+            raise ValueError("cpu, memory_mb and pids_limit must be positive")
+        unknown = set(self.host_ports) - {port for port, _ in self.container_ports}
+        if unknown:
+            raise ValueError(f"host ports given for unexposed container ports {sorted(unknown)}")
 
 
 class ContainerRuntime(Protocol):
@@ -50,6 +88,44 @@ class ContainerRuntime(Protocol):
 
     async def platform_image_references(self) -> list[str]:
         """Every ``repository:tag`` on this host under the platform namespace."""
+        ...
+
+    async def ensure_network(self, name: str) -> str:
+        """Create the customer bridge network ``name`` unless it exists; returns its id."""
+        ...
+
+    async def create_container(self, spec: ContainerSpec) -> str:
+        """Create (not start) a hardened container from ``spec``; returns its id."""
+        ...
+
+    async def start_container(self, container_id: str) -> None:
+        """Start a created or stopped container."""
+        ...
+
+    async def stop_container(self, container_id: str, timeout_seconds: int = 10) -> None:
+        """Send SIGTERM, then SIGKILL after ``timeout_seconds``."""
+        ...
+
+    async def remove_container(self, container_id: str) -> bool:
+        """Force-remove a container; False when it was already gone."""
+        ...
+
+    async def container_state(self, container_id: str) -> dict[str, Any] | None:
+        """Status, exit code, start/finish times, OOM kill and health; None when there is no such container."""
+        ...
+
+    async def container_logs(
+        self, container_id: str, tail: int | None = None, since: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """The last ``tail`` log lines (since ``since``) as ``{ts, stream, text}``, oldest first."""
+        ...
+
+    async def container_stats(self, container_id: str) -> dict[str, float]:
+        """One sample of CPU, memory, network and block I/O use."""
+        ...
+
+    async def list_labelled_containers(self, label_key: str) -> list[dict[str, Any]]:
+        """Every container (running or not) carrying ``label_key``: id, name, labels, status."""
         ...
 
 
@@ -76,10 +152,13 @@ class DockerRuntime:
         )
 
     async def _run(self, action: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+        return await self._run_within(self._timeout, action, call, *args, **kwargs)
+
+    async def _run_within(self, seconds: float, action: str, call: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return await asyncio.wait_for(asyncio.to_thread(call, *args, **kwargs), self._timeout + 5)
+            return await asyncio.wait_for(asyncio.to_thread(call, *args, **kwargs), seconds + 5)
         except TimeoutError as exc:
-            raise RuntimeRetryable(f"Docker did not {action} within {self._timeout:.0f}s") from exc
+            raise RuntimeRetryable(f"Docker did not {action} within {seconds:.0f}s") from exc
         except ImageNotFound:
             raise
         except (DockerException, requests.RequestException) as exc:
@@ -128,3 +207,222 @@ class DockerRuntime:
         images = await self._run("list images", self._client.images.list, name=f"{PLATFORM_NAMESPACE}/*/*")
         prefix = PLATFORM_NAMESPACE + "/"
         return sorted({tag for image in images for tag in image.tags if tag.startswith(prefix)})
+
+    async def ensure_network(self, name: str) -> str:
+        """Create the customer bridge network ``name`` unless it exists; returns its id.
+
+        Customer containers get a user-defined bridge of their own (never Docker's default ``bridge`` or
+        ``host``), not ``internal`` so they can reach the internet, with inter-container traffic on the bridge
+        enabled so one customer's containers can talk to each other. The platform stays out of reach because
+        its services (PostgreSQL, Redis, the gateway's upstreams...) listen on 127.0.0.1 only: a container's
+        127.0.0.1 is its own network namespace, and what it can reach of the host (the bridge's gateway IP,
+        the host's other addresses) arrives on the bridge interface, where nothing of the platform listens and
+        the kernel refuses to route to loopback (route_localnet is off). Anything bound on 0.0.0.0 on the host
+        IS reachable from here, so keep platform listeners on 127.0.0.1 (or firewall the bridges).
+        """
+
+        def ensure() -> str:
+            for network in self._client.api.networks(names=[name]):
+                if network.get("Name") == name:  # the names filter also matches substrings
+                    return str(network["Id"])
+            created = self._client.api.create_network(
+                name,
+                driver="bridge",
+                internal=False,
+                check_duplicate=True,
+                options={"com.docker.network.bridge.enable_icc": "true"},
+                labels={"berth.network": "customer"},
+            )
+            return str(created["Id"])
+
+        result: str = await self._run("create the network", ensure)
+        return result
+
+    async def create_container(self, spec: ContainerSpec) -> str:
+        """Create (not start) a hardened container from ``spec``; returns its id."""
+        api = self._client.api
+        memory_bytes = spec.memory_mb * 1024 * 1024
+        host_config = api.create_host_config(
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges:true"],
+            privileged=False,
+            pids_limit=spec.pids_limit,
+            mem_limit=memory_bytes,
+            memswap_limit=memory_bytes,  # equal to the memory limit: no swap
+            nano_cpus=int(spec.cpu * 1_000_000_000),
+            read_only=False,
+            port_bindings={
+                f"{port}/{protocol}": (spec.host_bind, spec.host_ports.get(port))  # None: Docker picks one
+                for port, protocol in spec.container_ports
+            },
+            # The platform's reconciler decides about restarts (and counts them), not Docker.
+            restart_policy={"Name": "no"},
+            log_config=LogConfig(type=LogConfig.types.JSON, config={"max-size": "10m", "max-file": "3"}),
+            init=True,  # reaps zombies and forwards signals for images whose process does not
+            network_mode=spec.network,
+        )
+        try:
+            created = await self._run(
+                "create the container",
+                api.create_container,
+                spec.image,
+                command=spec.command,
+                name=spec.name,
+                environment=dict(spec.env),
+                ports=[(port, protocol) for port, protocol in spec.container_ports],
+                labels=dict(spec.labels),
+                host_config=host_config,
+                use_config_proxy=False,  # never hand the platform's own proxy settings to a customer
+            )
+        except ImageNotFound as exc:
+            raise RuntimeFinal(f"Docker cannot create {spec.name}: image {spec.image!r} is not on this host") from exc
+        return str(created["Id"])
+
+    async def start_container(self, container_id: str) -> None:
+        """Start a created or stopped container."""
+        await self._run("start the container", self._client.api.start, container_id)
+
+    async def stop_container(self, container_id: str, timeout_seconds: int = 10) -> None:
+        """Send SIGTERM, then SIGKILL after ``timeout_seconds``."""
+        await self._run_within(
+            self._timeout + timeout_seconds,
+            "stop the container",
+            self._client.api.stop,
+            container_id,
+            timeout=timeout_seconds,
+        )
+
+    async def remove_container(self, container_id: str) -> bool:
+        """Force-remove a container; False when it was already gone."""
+
+        def remove() -> bool:
+            try:
+                # v=True: an image's VOLUME lines create anonymous volumes; they go with the container.
+                self._client.api.remove_container(container_id, force=True, v=True)
+            except NotFound:
+                return False
+            return True
+
+        removed: bool = await self._run("remove the container", remove)
+        return removed
+
+    async def container_state(self, container_id: str) -> dict[str, Any] | None:
+        """Status, exit code, start/finish times, OOM kill and health; None when there is no such container."""
+
+        def inspect() -> dict[str, Any] | None:
+            try:
+                found: dict[str, Any] = self._client.api.inspect_container(container_id)
+            except NotFound:
+                return None
+            return found
+
+        details = await self._run("inspect the container", inspect)
+        if details is None:
+            return None
+        state = details.get("State") or {}
+        health = state.get("Health") or {}
+        return {
+            "status": state.get("Status"),
+            "exit_code": state.get("ExitCode"),
+            "started_at": _docker_time(state.get("StartedAt")),
+            "finished_at": _docker_time(state.get("FinishedAt")),
+            "oom_killed": bool(state.get("OOMKilled")),
+            "health": health.get("Status"),
+        }
+
+    async def container_logs(
+        self, container_id: str, tail: int | None = None, since: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """The last ``tail`` log lines (since ``since``) as ``{ts, stream, text}``, oldest first."""
+
+        def read(stdout: bool) -> bytes:
+            output: bytes = self._client.api.logs(
+                container_id,
+                stdout=stdout,
+                stderr=not stdout,
+                timestamps=True,
+                tail="all" if tail is None else tail,
+                since=since.timestamp() if since is not None else None,
+            )
+            return output
+
+        # One request per stream, so each line is known to come from that stream (the SDK would otherwise
+        # concatenate the demultiplexed frames); the two are merged by their timestamps.
+        stdout = await self._run("read the container's logs", read, True)
+        stderr = await self._run("read the container's logs", read, False)
+        lines = _log_lines(stdout, "stdout") + _log_lines(stderr, "stderr")
+        lines.sort(key=lambda line: line["ts"])  # stable: lines with equal times keep their order
+        # Docker applied tail to each stream; the merged list keeps only the newest lines overall.
+        return lines if tail is None else lines[max(len(lines) - tail, 0) :]
+
+    async def container_stats(self, container_id: str) -> dict[str, float]:
+        """One sample of CPU, memory, network and block I/O use."""
+        # stream=False (not one_shot) lets Docker take two readings, so the CPU delta has something to compare.
+        raw = await self._run("read the container's stats", self._client.api.stats, container_id, stream=False)
+        return _stats_summary(raw)
+
+    async def list_labelled_containers(self, label_key: str) -> list[dict[str, Any]]:
+        """Every container (running or not) carrying ``label_key``: id, name, labels, status."""
+        found = await self._run("list containers", self._client.api.containers, all=True, filters={"label": label_key})
+        return [
+            {
+                "id": item["Id"],
+                "name": (item.get("Names") or ["/"])[0].lstrip("/"),
+                "labels": item.get("Labels") or {},
+                "status": item.get("State"),
+            }
+            for item in found
+        ]
+
+
+def _docker_time(value: str | None) -> datetime | None:
+    """Docker's RFC 3339 times carry nanoseconds (Python keeps microseconds); year 1 means never."""
+    if not value or value.startswith("0001-01-01"):
+        return None
+    whole, rest = value[:19], value[19:]
+    fraction = ""
+    if rest.startswith("."):
+        digits = len(rest) - len(rest[1:].lstrip("0123456789")) - 1
+        fraction, rest = "." + rest[1 : 1 + digits][:6].ljust(6, "0"), rest[1 + digits :]
+    zone = "+00:00" if rest in ("", "Z") else rest
+    return datetime.fromisoformat(whole + fraction + zone).astimezone(UTC)
+
+
+def _log_lines(output: bytes, stream: str) -> list[dict[str, Any]]:
+    lines = []
+    for raw in output.decode("utf-8", errors="replace").splitlines():
+        stamp, _, text = raw.partition(" ")
+        ts = _docker_time(stamp)
+        if ts is not None:
+            lines.append({"ts": ts, "stream": stream, "text": text})
+    return lines
+
+
+def _stats_summary(raw: dict[str, Any]) -> dict[str, float]:
+    cpu, precpu = raw.get("cpu_stats") or {}, raw.get("precpu_stats") or {}
+    cpu_delta = (cpu.get("cpu_usage") or {}).get("total_usage", 0) - (precpu.get("cpu_usage") or {}).get(
+        "total_usage", 0
+    )
+    system_delta = cpu.get("system_cpu_usage", 0) - precpu.get("system_cpu_usage", 0)
+    online_cpus = cpu.get("online_cpus") or len((cpu.get("cpu_usage") or {}).get("percpu_usage") or []) or 1
+    cpu_percent = cpu_delta / system_delta * online_cpus * 100.0 if cpu_delta > 0 and system_delta > 0 else 0.0
+
+    memory = raw.get("memory_stats") or {}
+    detail = memory.get("stats") or {}
+    usage = memory.get("usage", 0)
+    # Page cache the kernel can drop is not the container's own memory: as `docker stats` does, subtract the
+    # inactive file cache (cgroup v1: total_inactive_file, v2: inactive_file), else the whole cache.
+    cache = detail.get("total_inactive_file", detail.get("inactive_file", detail.get("cache", 0)))
+    memory_bytes = usage - cache if 0 <= cache < usage else usage
+
+    networks = (raw.get("networks") or {}).values()
+    blkio = (raw.get("blkio_stats") or {}).get("io_service_bytes_recursive") or []
+    return {
+        "cpu_percent": round(cpu_percent, 3),
+        "memory_bytes": memory_bytes,
+        "memory_limit_bytes": memory.get("limit", 0),
+        "net_rx_bytes": sum(network.get("rx_bytes", 0) for network in networks),
+        "net_tx_bytes": sum(network.get("tx_bytes", 0) for network in networks),
+        "block_read_bytes": sum(entry.get("value", 0) for entry in blkio if entry.get("op", "").lower() == "read"),
+        "block_write_bytes": sum(entry.get("value", 0) for entry in blkio if entry.get("op", "").lower() == "write"),
+    }

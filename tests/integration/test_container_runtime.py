@@ -1,0 +1,315 @@
+"""Container operations of the Docker runtime adapter against the machine's real Docker Engine: a customer
+container is reachable where it is published, runs without privileges, cannot reach the platform's
+services, and its logs, stats, state and labels come back through the port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+import docker
+import httpx
+import pytest
+
+from shared.container_runtime import (
+    CONTAINER_ID_LABEL,
+    OWNER_LABEL,
+    ContainerSpec,
+    DockerRuntime,
+    RuntimeFinal,
+)
+from tests.support.docker_images import build_test_image
+
+pytestmark = pytest.mark.docker
+
+MEMORY_MB = 64
+CPU = 0.5
+PIDS_LIMIT = 64
+# The image's own command is `httpd -v`, which logs only response codes; -vv also logs each request's url.
+WEB_COMMAND = ["httpd", "-f", "-vv", "-p", "8080", "-h", "/srv/www"]
+# Busybox 1.35's `wget -T` segfaults (exit 139), which would pass any "connection fails" check by itself;
+# busybox `timeout` bounds the attempt instead.
+FETCH = ["timeout", "5", "wget", "-q", "-O-"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def _spec(image: str, network: str, **overrides: Any) -> ContainerSpec:
+    values: dict[str, Any] = {
+        "name": _unique("berth-test-ctr"),
+        "image": image,
+        "network": network,
+        "labels": {CONTAINER_ID_LABEL: _unique("ctr"), OWNER_LABEL: _unique("owner")},
+        "container_ports": [(8080, "tcp")],
+        "host_bind": "127.0.0.1",
+        "host_ports": {8080: _free_port()},
+        "cpu": CPU,
+        "memory_mb": MEMORY_MB,
+        "pids_limit": PIDS_LIMIT,
+    }
+    values.update(overrides)
+    return ContainerSpec(**values)
+
+
+def _exec(docker_client: Any, container_id: str, command: list[str]) -> tuple[int, str]:
+    """Run ``command`` in the container (low-level exec API); returns its exit code and output."""
+    exec_id = docker_client.api.exec_create(container_id, command, stdout=True, stderr=True)["Id"]
+    output = docker_client.api.exec_start(exec_id)
+    return int(docker_client.api.exec_inspect(exec_id)["ExitCode"]), output.decode(errors="replace")
+
+
+def _wait_for_200(url: str, timeout: float = 20.0) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    last: Exception | str = "no attempt"
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(url, timeout=2)
+            if response.status_code == 200:
+                return response
+            last = f"status {response.status_code}"
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer 200 within {timeout}s: {last}")
+
+
+@pytest.fixture(scope="module")
+def web_image(docker_client: Any) -> Iterator[str]:
+    tag = f"berth-test/web:{secrets.token_hex(4)}"
+    build_test_image(docker_client, "web", tag)
+    try:
+        yield tag
+    finally:
+        with contextlib.suppress(docker.errors.APIError):
+            docker_client.images.remove(tag, force=True)
+
+
+@pytest.fixture(scope="module")
+def runtime() -> DockerRuntime:
+    return DockerRuntime(timeout=60)
+
+
+@pytest.fixture(scope="module")
+async def network(runtime: DockerRuntime, docker_client: Any) -> AsyncIterator[str]:
+    name = _unique("berth-test-net")
+    network_id = await runtime.ensure_network(name)
+    try:
+        yield name
+    finally:
+        with contextlib.suppress(docker.errors.APIError):
+            docker_client.api.remove_network(network_id)
+
+
+@pytest.fixture
+def cleanup(docker_client: Any) -> Iterator[list[str]]:
+    """Names or ids appended here are force-removed after the test, whatever happened."""
+    created: list[str] = []
+    yield created
+    for reference in created:
+        with contextlib.suppress(docker.errors.APIError):
+            docker_client.api.remove_container(reference, force=True, v=True)
+
+
+@pytest.fixture(scope="module")
+async def web(
+    runtime: DockerRuntime, web_image: str, network: str, docker_client: Any
+) -> AsyncIterator[dict[str, Any]]:
+    """One started web container for the read-only checks of this module."""
+    spec = _spec(web_image, network, command=WEB_COMMAND)
+    try:
+        container_id = await runtime.create_container(spec)
+        await runtime.start_container(container_id)
+        url = f"http://127.0.0.1:{spec.host_ports[8080]}"
+        await asyncio.to_thread(_wait_for_200, url + "/")
+        yield {"id": container_id, "spec": spec, "url": url}
+    finally:
+        with contextlib.suppress(docker.errors.APIError):
+            docker_client.api.remove_container(spec.name, force=True, v=True)
+
+
+def test_a_spec_without_the_ownership_labels_is_refused() -> None:
+    with pytest.raises(ValueError, match=OWNER_LABEL):
+        ContainerSpec(name="x", image="y", network="z", labels={CONTAINER_ID_LABEL: "c"})
+
+
+async def test_ensure_network_is_idempotent_and_lets_containers_talk(
+    runtime: DockerRuntime, network: str, docker_client: Any
+) -> None:
+    details = docker_client.api.inspect_network(network)
+    assert await runtime.ensure_network(network) == details["Id"]
+    assert details["Driver"] == "bridge" and details["Internal"] is False
+    assert details["Options"]["com.docker.network.bridge.enable_icc"] == "true"
+
+
+async def test_the_container_answers_on_its_published_address_only(web: dict[str, Any], docker_client: Any) -> None:
+    # GIVEN the started container (the fixture waited for a 200 on 127.0.0.1:<host port>)
+    # WHEN its cgi script is asked for the hostname THEN the container answers
+    response = await asyncio.to_thread(_wait_for_200, web["url"] + "/cgi-bin/whoami")
+    assert response.text.strip()
+    # AND the port is published on the spec's bind address only
+    bindings = docker_client.api.inspect_container(web["id"])["HostConfig"]["PortBindings"]
+    assert bindings == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(web["spec"].host_ports[8080])}]}
+
+
+async def test_the_container_runs_without_privileges(web: dict[str, Any], docker_client: Any) -> None:
+    # WHEN the container's first process is looked at from inside
+    code, output = await asyncio.to_thread(
+        _exec, docker_client, web["id"], ["grep", "-E", "^(CapEff|NoNewPrivs):", "/proc/1/status"]
+    )
+    # THEN it has no capabilities at all and cannot gain privileges (setuid binaries do nothing)
+    assert code == 0, output
+    fields = dict(line.split(":", 1) for line in output.splitlines())
+    assert fields["CapEff"].strip() == "0000000000000000"
+    assert fields["NoNewPrivs"].strip() == "1"
+
+    # AND Docker holds the limits the spec asked for
+    host = docker_client.api.inspect_container(web["id"])["HostConfig"]
+    assert host["Memory"] == MEMORY_MB * 1024 * 1024
+    assert host["MemorySwap"] == host["Memory"]  # no swap
+    assert host["NanoCpus"] == int(CPU * 1_000_000_000)
+    assert host["PidsLimit"] == PIDS_LIMIT
+    assert host["CapDrop"] == ["ALL"] and not host["CapAdd"]
+    assert host["SecurityOpt"] == ["no-new-privileges:true"]
+    assert host["Privileged"] is False
+    assert not host["Binds"] and not host["Devices"] and not host.get("Mounts")
+    assert host["RestartPolicy"]["Name"] == "no"
+    assert host["LogConfig"] == {"Type": "json-file", "Config": {"max-file": "3", "max-size": "10m"}}
+    assert host["Init"] is True
+
+
+async def test_the_platform_services_are_unreachable_from_the_container(
+    web: dict[str, Any], network: str, docker_client: Any
+) -> None:
+    # GIVEN the host as the container sees it: its network's gateway
+    gateway = docker_client.api.inspect_network(network)["IPAM"]["Config"][0]["Gateway"].split("/")[0]
+
+    # AND, as a control, a listener of the test's own on that gateway address (so the route works)
+    class Hello(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"control")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    control = HTTPServer((gateway, 0), Hello)
+    thread = threading.Thread(target=control.serve_forever, daemon=True)
+    thread.start()
+    try:
+        control_url = f"http://{gateway}:{control.server_address[1]}/"
+        code, output = await asyncio.to_thread(_exec, docker_client, web["id"], [*FETCH, control_url])
+        assert (code, output) == (0, "control"), output
+
+        # WHEN the container tries PostgreSQL and Redis, which listen on the host's 127.0.0.1 only
+        for port in (5432, 6379):
+            code, output = await asyncio.to_thread(
+                _exec, docker_client, web["id"], [*FETCH, f"http://{gateway}:{port}/"]
+            )
+            # THEN nothing answers: the connection is refused (or, behind a firewall, times out)
+            assert code != 0, f"port {port} answered from inside a customer container: {output}"
+            assert "Connection refused" in output or code in (124, 143), (code, output)
+    finally:
+        control.shutdown()
+        control.server_close()
+        thread.join(5)
+
+
+async def test_logs_come_back_with_stream_and_time(web: dict[str, Any], runtime: DockerRuntime) -> None:
+    # GIVEN a request for a path only this test asks for (busybox httpd -vv logs each url to stderr)
+    before = datetime.now(UTC) - timedelta(seconds=2)  # Docker's clock is this machine's clock
+    await asyncio.to_thread(_wait_for_200, web["url"] + "/index.html")
+
+    # WHEN the logs are read THEN the request line is there, on stderr, with its time
+    deadline = time.monotonic() + 10
+    while True:
+        lines = await runtime.container_logs(web["id"], tail=50)
+        matching = [line for line in lines if line["text"].endswith(": url:/index.html")]
+        if matching or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert len(matching) == 1, lines
+    assert matching[0]["stream"] == "stderr"
+    assert before <= matching[0]["ts"] <= datetime.now(UTC) + timedelta(seconds=2)
+    assert [line["ts"] for line in lines] == sorted(line["ts"] for line in lines)
+    assert {line["stream"] for line in lines} <= {"stdout", "stderr"}
+
+    # AND tail and since narrow the answer
+    assert len(await runtime.container_logs(web["id"], tail=1)) == 1
+    assert await runtime.container_logs(web["id"], since=datetime.now(UTC) + timedelta(hours=1)) == []
+
+
+async def test_stats_are_one_sample_of_non_negative_numbers(web: dict[str, Any], runtime: DockerRuntime) -> None:
+    stats = await runtime.container_stats(web["id"])
+    assert set(stats) == {
+        "cpu_percent",
+        "memory_bytes",
+        "memory_limit_bytes",
+        "net_rx_bytes",
+        "net_tx_bytes",
+        "block_read_bytes",
+        "block_write_bytes",
+    }
+    assert all(value >= 0 for value in stats.values()), stats
+    assert stats["memory_limit_bytes"] == MEMORY_MB * 1024 * 1024
+    assert 0 < stats["memory_bytes"] <= stats["memory_limit_bytes"]
+    assert stats["net_rx_bytes"] > 0  # it has served HTTP
+
+
+async def test_labelled_containers_are_listed_with_their_labels(web: dict[str, Any], runtime: DockerRuntime) -> None:
+    listed = {item["id"]: item for item in await runtime.list_labelled_containers(CONTAINER_ID_LABEL)}
+    mine = listed[web["id"]]
+    assert mine["name"] == web["spec"].name
+    assert mine["status"] == "running"
+    assert mine["labels"][CONTAINER_ID_LABEL] == web["spec"].labels[CONTAINER_ID_LABEL]
+    assert mine["labels"][OWNER_LABEL] == web["spec"].labels[OWNER_LABEL]
+
+
+async def test_stop_then_remove_twice(runtime: DockerRuntime, web_image: str, network: str, cleanup: list[str]) -> None:
+    # GIVEN a running container
+    spec = _spec(web_image, network)
+    cleanup.append(spec.name)
+    container_id = await runtime.create_container(spec)
+    assert (await runtime.container_state(container_id) or {})["status"] == "created"
+    await runtime.start_container(container_id)
+    running = await runtime.container_state(container_id)
+    assert running is not None and running["status"] == "running" and running["started_at"] is not None
+
+    # WHEN it is stopped THEN its state says so, with an exit code and a finish time
+    await runtime.stop_container(container_id, timeout_seconds=2)
+    stopped = await runtime.container_state(container_id)
+    assert stopped is not None
+    assert stopped["status"] == "exited"
+    assert isinstance(stopped["exit_code"], int)
+    assert stopped["finished_at"] is not None and stopped["finished_at"] >= running["started_at"]
+    assert stopped["oom_killed"] is False and stopped["health"] is None
+
+    # AND removing it twice is fine; afterwards there is no state
+    assert await runtime.remove_container(container_id) is True
+    assert await runtime.remove_container(container_id) is False
+    assert await runtime.container_state(container_id) is None
+
+
+async def test_a_missing_image_is_a_final_error(runtime: DockerRuntime, network: str, cleanup: list[str]) -> None:
+    missing = f"berth-test/no-such-image:{secrets.token_hex(4)}"
+    spec = _spec(missing, network)
+    cleanup.append(spec.name)
+    with pytest.raises(RuntimeFinal, match="is not on this host") as raised:
+        await runtime.create_container(spec)
+    assert missing in str(raised.value)
