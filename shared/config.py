@@ -66,6 +66,20 @@ class ImageSettings(_Base):
     image_max_compression_ratio: int = Field(default=200, ge=2)
 
 
+class HostSettings(_Base):
+    """What the scheduler (a function) and the host workers agree on: host ports and host liveness."""
+
+    host_port_range_start: int = Field(default=30000, ge=1, le=65535)
+    host_port_range_end: int = Field(default=32767, ge=1, le=65535)
+    # A host silent for longer is marked down by any worker (and never scheduled on); several heartbeats long.
+    host_down_after_seconds: float = Field(default=30.0, gt=0)
+
+    @property
+    def host_port_range(self) -> range:
+        """The host ports containers may be given, both ends included in the settings."""
+        return range(self.host_port_range_start, self.host_port_range_end + 1)
+
+
 class AuthSettings(_Base):
     jwt_issuer: str = "http://127.0.0.1:8080/api/auth"
     jwt_audience: str = "berth-api"
@@ -85,7 +99,7 @@ class AuthSettings(_Base):
     key_activation_delay_seconds: int = Field(default=330, ge=0)
 
 
-class FunctionSettings(CoreSettings, AwsSettings, AuthSettings, ImageSettings):
+class FunctionSettings(CoreSettings, AwsSettings, AuthSettings, ImageSettings, HostSettings):
     """What every function needs at cold start."""
 
     @property

@@ -20,6 +20,8 @@ from shared.container_runtime import ContainerRuntime, image_repository
 from shared.errors import DependencyError
 from shared.observability import get_logger, log_event
 from shared.storage import ObjectStore, ObjectTooLarge
+from worker.container_store import WorkerContainerStore
+from worker.host_store import HostStore
 from worker.image_analysis import ArchiveLimits, ArchiveRejected, analyse_archive, iter_load_stream
 from worker.settings import WorkerSettings
 from worker.store import WorkerImageStore
@@ -41,6 +43,9 @@ class ImageJobContext:
     images: WorkerImageStore
     objects: ObjectStore
     runtime: ContainerRuntime
+    # Container jobs need these too; a worker built without them only runs image jobs.
+    containers: WorkerContainerStore | None = None
+    hosts: HostStore | None = None
 
 
 def scratch_dir(settings: WorkerSettings) -> Path:

@@ -22,6 +22,8 @@ from shared.errors import DependencyError
 from shared.jobs import JobQueue, ReceivedJob, get_job_queue
 from shared.observability import get_logger, log_event
 from shared.storage import get_object_store
+from worker.container_jobs import fail_container, reconcile_container
+from worker.container_store import WorkerContainerStore
 from worker.host_store import HostStore
 from worker.hosts import heartbeat, mark_stale_hosts_down, register_this_host
 from worker.image_jobs import (
@@ -45,6 +47,7 @@ FailureHandler = Callable[[ImageJobContext, dict[str, Any], str], Awaitable[None
 HANDLERS: dict[str, tuple[Handler, FailureHandler | None]] = {
     "image.process": (process_image, fail_image),
     "image.delete": (delete_image, None),
+    "container.reconcile": (reconcile_container, fail_container),
 }
 
 
@@ -212,8 +215,10 @@ def build_worker(settings: WorkerSettings) -> Worker:
         images=WorkerImageStore(database),
         objects=get_object_store(settings),
         runtime=DockerRuntime(settings.docker_host, settings.docker_timeout_seconds),
+        containers=WorkerContainerStore(database),
+        hosts=HostStore(database),
     )
-    return Worker(settings, get_job_queue(settings), context, HostStore(database))
+    return Worker(settings, get_job_queue(settings), context, context.hosts)
 
 
 async def serve(settings: WorkerSettings, *, burst: bool = False) -> int:

@@ -26,24 +26,15 @@ class WorkerSettings(FunctionSettings):
     worker_work_dir: Path = PROJECT_ROOT / ".berth" / "worker"
     docker_host: str | None = Field(default=None, validation_alias="DOCKER_HOST")
     docker_timeout_seconds: float = Field(default=120.0, gt=0)
-    # The host this worker runs on: a stable id, where its containers' published ports are reachable,
-    # which host ports they get, and how it stays known to be alive.
+    # The host this worker runs on: a stable id, where its containers' published ports are reachable and
+    # how it stays known to be alive (port range and liveness limit: shared.config.HostSettings).
     host_id: str = Field(default_factory=socket.gethostname, min_length=1)
     host_address: str = "127.0.0.1"
-    host_port_range_start: int = Field(default=30000, ge=1, le=65535)
-    host_port_range_end: int = Field(default=32767, ge=1, le=65535)
     host_heartbeat_seconds: float = Field(default=5.0, gt=0)
-    # A host silent for longer is marked down by any worker; keep it several heartbeats long.
-    host_down_after_seconds: float = Field(default=30.0, gt=0)
     host_cpu_capacity: float = Field(default_factory=lambda: float(os.cpu_count() or 1), gt=0)
     host_memory_capacity_mb: int = Field(
         default_factory=lambda: os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 1024**2, ge=1
     )
-
-    @property
-    def host_port_range(self) -> range:
-        """The host ports containers may be given, both ends included in the settings."""
-        return range(self.host_port_range_start, self.host_port_range_end + 1)
 
     @model_validator(mode="after")
     def _check_host_settings(self) -> WorkerSettings:

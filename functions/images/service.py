@@ -140,6 +140,11 @@ async def complete_upload(
 
 
 async def delete_image(images: ImageStore, queue: JobQueue, owner_id: str, image_id: str) -> None:
+    users = await images.containers_using(owner_id, _uuid(image_id))
+    if users:
+        raise Conflict(
+            f"The image is used by container(s) {', '.join(users)}; delete them first, then delete the image."
+        )
     row = await images.delete(owner_id, _uuid(image_id))
     if row is None:
         raise NotFound(f"No image {image_id}.")

@@ -9,6 +9,7 @@ from psycopg import errors
 from psycopg.types.json import Jsonb
 
 from shared.db import Database
+from shared.errors import Conflict
 
 _COLUMNS = (
     "id, owner_id, name, tag, status, reason, progress, object_key, upload_bytes, inspection, scan, "
@@ -68,12 +69,32 @@ class ImageStore:
             )
             return await cursor.fetchone()
 
-    async def delete(self, owner_id: str, image_id: str) -> dict[str, Any] | None:
-        """Remove the record; returns what the host cleanup needs, or None when there was none."""
+    async def containers_using(self, owner_id: str, image_id: str) -> list[str]:
+        """The names of the owner's containers (not deleted) made from the image."""
         async with self._db.transaction() as conn:
             cursor = await conn.execute(
-                "DELETE FROM images WHERE id = %s AND owner_id = %s "
-                "RETURNING id, owner_id, object_key, docker_image_id, reference",
+                "SELECT name FROM containers WHERE image_id = %s AND owner_id = %s AND status <> 'deleted' "
+                "ORDER BY name",
                 (image_id, owner_id),
             )
-            return await cursor.fetchone()
+            rows = await cursor.fetchall()
+        return [row["name"] for row in rows]
+
+    async def delete(self, owner_id: str, image_id: str) -> dict[str, Any] | None:
+        """Remove the record; returns what the host cleanup needs, or None when there was none.
+
+        Deleted containers' tombstones go with it; a live container made from it meanwhile -> Conflict."""
+        try:
+            async with self._db.transaction() as conn:
+                await conn.execute(
+                    "DELETE FROM containers WHERE image_id = %s AND owner_id = %s AND status = 'deleted'",
+                    (image_id, owner_id),
+                )
+                cursor = await conn.execute(
+                    "DELETE FROM images WHERE id = %s AND owner_id = %s "
+                    "RETURNING id, owner_id, object_key, docker_image_id, reference",
+                    (image_id, owner_id),
+                )
+                return await cursor.fetchone()
+        except errors.ForeignKeyViolation as exc:
+            raise Conflict("The image is used by a container; delete the container first.") from exc

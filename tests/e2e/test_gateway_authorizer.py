@@ -118,7 +118,7 @@ async def test_forged_and_tampered_tokens_are_refused(
 
 def test_a_not_built_route_needs_a_token_then_answers_501(client: httpx.Client, signed_in_user: SignedInUser) -> None:
     _assert_refused(client.get("/api/images"), "missing_token")
-    response = client.post("/api/containers/abc/start", headers=signed_in_user.auth_headers)
+    response = client.post("/api/load-balancer/listeners", headers=signed_in_user.auth_headers)
     assert response.status_code == 501, response.text
     assert response.json()["error"]["code"] == "not_implemented"
 

@@ -62,8 +62,15 @@ EXPECTED_FUNCTIONS = {
     "DELETE /api/images/{image_id}": "ImagesFunction",
     "POST /api/images/{image_id}/complete": "ImagesFunction",
     "POST /api/images/{image_id}/upload": "ImagesFunction",
-    "ANY /api/containers": "NotBuiltFunction",
-    "ANY /api/containers/{proxy+}": "NotBuiltFunction",
+    "POST /api/containers": "ContainersFunction",
+    "GET /api/containers": "ContainersFunction",
+    "GET /api/containers/{container_id}": "ContainersFunction",
+    "DELETE /api/containers/{container_id}": "ContainersFunction",
+    "POST /api/containers/{container_id}/start": "ContainersFunction",
+    "POST /api/containers/{container_id}/stop": "ContainersFunction",
+    "POST /api/containers/{container_id}/restart": "ContainersFunction",
+    "GET /api/containers/{container_id}/logs": "ContainersFunction",
+    "GET /api/containers/{container_id}/stats": "ContainersFunction",
     "ANY /api/load-balancer/{proxy+}": "NotBuiltFunction",
     "ANY /api/service-discovery/{proxy+}": "NotBuiltFunction",
     "ANY /ui": "NotBuiltFunction",
@@ -305,6 +312,7 @@ def test_local_gateway_reads_the_document_and_template() -> None:
     assert {name: f.handler for name, f in spec.functions.items()} == {
         "AuthFunction": "functions.auth.app:handler",
         "ImagesFunction": "functions.images.app:handler",
+        "ContainersFunction": "functions.containers.app:handler",
         "NotBuiltFunction": "functions.not_built.app:handler",
     }
 

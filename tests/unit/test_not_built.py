@@ -60,9 +60,10 @@ def http_api_event(method: str, path: str, route_key: str, body: str | None = No
         ),
         (
             "DELETE",
-            "/api/containers/abc",
-            "ANY /api/containers/{proxy+}",
-            "DELETE /api/containers/abc (route ANY /api/containers/{proxy+}) is not built yet in this Berth version.",
+            "/api/load-balancer/listeners/abc",
+            "ANY /api/load-balancer/{proxy+}",
+            "DELETE /api/load-balancer/listeners/abc (route ANY /api/load-balancer/{proxy+}) "
+            "is not built yet in this Berth version.",
         ),
         ("GET", "/ui", "GET /ui", "GET /ui is not built yet in this Berth version."),
     ],
@@ -73,7 +74,8 @@ def test_message_names_the_request_and_route(method: str, path: str, route_key: 
 
 @pytest.mark.parametrize("method", [m for m in ALL_METHODS if m != "HEAD"])
 @pytest.mark.parametrize(
-    "path", ["/", "/api/images", "/api/containers/c1/logs", "/ui/assets/app.js", "/api/load-balancer/listeners/7/stats"]
+    "path",
+    ["/", "/api/images", "/api/load-balancer/listeners", "/ui/assets/app.js", "/api/load-balancer/listeners/7/stats"],
 )
 def test_every_method_and_path_answers_501(client: TestClient, method: str, path: str) -> None:
     response = client.request(method, path, headers={"X-Request-Id": "req-direct"})
@@ -94,7 +96,7 @@ def test_head_answers_501_without_a_body(client: TestClient) -> None:
 
 
 def test_a_body_does_not_change_the_answer(client: TestClient) -> None:
-    response = client.post("/api/containers", json={"image_id": "i1", "name": "web"})
+    response = client.post("/api/load-balancer/listeners", json={"service": "web", "protocol": "http"})
 
     assert response.status_code == 501
     assert response.json()["error"]["code"] == "not_implemented"
@@ -104,7 +106,7 @@ def test_a_body_does_not_change_the_answer(client: TestClient) -> None:
     ("method", "path", "route_key", "body"),
     [
         ("GET", "/api/images/i-42", "ANY /api/images/{proxy+}", None),
-        ("POST", "/api/containers", "ANY /api/containers", json.dumps({"name": "web"})),
+        ("POST", "/api/load-balancer/listeners", "ANY /api/load-balancer/{proxy+}", json.dumps({"service": "web"})),
         ("PATCH", "/api/service-discovery/services/web", "ANY /api/service-discovery/{proxy+}", "{}"),
         ("GET", "/ui/index.html", "ANY /ui/{proxy+}", None),
     ],

@@ -1,0 +1,83 @@
+"""The containers function: deploy containers from ready images and manage them (/api/containers)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from functions.containers import service
+from functions.containers.deps import Containers, Hosts, LogsReader, Queue, Settings
+from functions.containers.models import Container, ContainerPage, CreateContainer, Logs
+from shared.errors import NotBuiltYet
+from shared.http_app import create_app, lambda_handler
+from shared.identity import CurrentUser
+
+router = APIRouter(prefix="/api/containers", tags=["containers"])
+
+
+@router.post("", status_code=202, response_model=Container)
+async def create_container(
+    body: CreateContainer, user: CurrentUser, containers: Containers, hosts: Hosts, queue: Queue, settings: Settings
+) -> Container:
+    return await service.create_container(containers, hosts, queue, settings, user.user_id, user.plan, body)
+
+
+@router.get("", response_model=ContainerPage)
+async def list_containers(
+    user: CurrentUser,
+    containers: Containers,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    service_name: Annotated[str | None, Query(alias="service", max_length=63)] = None,
+    state: Annotated[str | None, Query(max_length=20)] = None,
+) -> ContainerPage:
+    return await service.list_containers(containers, user.user_id, limit, cursor, service_name, state)
+
+
+@router.get("/{container_id}", response_model=Container)
+async def get_container(container_id: str, user: CurrentUser, containers: Containers) -> Container:
+    return await service.get_container(containers, user.user_id, container_id)
+
+
+@router.post("/{container_id}/start", status_code=202, response_model=Container)
+async def start_container(container_id: str, user: CurrentUser, containers: Containers, queue: Queue) -> Container:
+    return await service.change_state(containers, queue, user.user_id, container_id, "start")
+
+
+@router.post("/{container_id}/stop", status_code=202, response_model=Container)
+async def stop_container(container_id: str, user: CurrentUser, containers: Containers, queue: Queue) -> Container:
+    return await service.change_state(containers, queue, user.user_id, container_id, "stop")
+
+
+@router.post("/{container_id}/restart", status_code=202, response_model=Container)
+async def restart_container(container_id: str, user: CurrentUser, containers: Containers, queue: Queue) -> Container:
+    return await service.change_state(containers, queue, user.user_id, container_id, "restart")
+
+
+@router.delete("/{container_id}", status_code=202, response_model=Container)
+async def delete_container(container_id: str, user: CurrentUser, containers: Containers, queue: Queue) -> Container:
+    return await service.change_state(containers, queue, user.user_id, container_id, "delete")
+
+
+@router.get("/{container_id}/logs", response_model=Logs)
+async def container_logs(
+    container_id: str,
+    user: CurrentUser,
+    containers: Containers,
+    logs: LogsReader,
+    tail: Annotated[int | None, Query(ge=1, le=10000)] = 100,
+    since: datetime | None = None,
+) -> Logs:
+    return await service.container_logs(containers, logs, user.user_id, container_id, tail, since)
+
+
+@router.get("/{container_id}/stats")
+async def container_stats(container_id: str, user: CurrentUser, containers: Containers) -> None:
+    await service.get_container(containers, user.user_id, container_id)  # another tenant's: 404
+    raise NotBuiltYet("Container stats are not built yet in this Berth version; logs and status are.")
+
+
+app = create_app("containers", [router])
+handler = lambda_handler(app)

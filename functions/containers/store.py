@@ -1,0 +1,126 @@
+"""The containers function's data access. Every query is scoped to the owner: other tenants' rows don't exist."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from psycopg import errors
+from psycopg.types.json import Jsonb
+
+from shared.db import Database
+
+_COLUMNS = (
+    "id, owner_id, image_id, name, service, command, env, ports, cpu, memory_mb, restart_policy, host_id, "
+    "docker_id, desired_state, status, reason, created_at, updated_at"
+)
+
+
+class ContainerStore:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def image(self, owner_id: str, image_id: str) -> dict[str, Any] | None:
+        """The owner's image (id, name, tag, status), or None."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "SELECT id, name, tag, status FROM images WHERE id = %s AND owner_id = %s", (image_id, owner_id)
+            )
+            return await cursor.fetchone()
+
+    async def least_busy_host(self, max_silence_seconds: float) -> dict[str, Any] | None:
+        """The live host (up, heartbeat fresh) with the fewest containers not deleted; None when none is."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "SELECT h.id, h.address, "
+                "(SELECT count(*) FROM containers c WHERE c.host_id = h.id AND c.status <> 'deleted') AS load "
+                "FROM hosts h WHERE h.status = 'up' AND h.heartbeat_at > now() - make_interval(secs => %s) "
+                "ORDER BY load, h.id LIMIT 1",
+                (float(max_silence_seconds),),
+            )
+            return await cursor.fetchone()
+
+    async def create(self, container_id: str, owner_id: str, values: dict[str, Any]) -> dict[str, Any] | None:
+        """Insert a pending container; None when the owner has a live container of that name.
+
+        A deleted container of the same name is only a tombstone: it makes room for the new one."""
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "DELETE FROM containers WHERE owner_id = %s AND name = %s AND status = 'deleted'",
+                (owner_id, values["name"]),
+            )
+            try:
+                cursor = await conn.execute(
+                    "INSERT INTO containers (id, owner_id, image_id, name, service, command, env, ports, cpu, "
+                    "memory_mb, restart_policy, host_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                    f"RETURNING {_COLUMNS}",
+                    (
+                        container_id,
+                        owner_id,
+                        values["image_id"],
+                        values["name"],
+                        values["service"],
+                        Jsonb(values["command"]) if values["command"] is not None else None,
+                        Jsonb(values["env"]),
+                        Jsonb(values["ports"]),
+                        values["cpu"],
+                        values["memory_mb"],
+                        values["restart_policy"],
+                        values["host_id"],
+                    ),
+                )
+            except errors.UniqueViolation:
+                return None
+            return await cursor.fetchone()
+
+    async def get(self, owner_id: str, container_id: str) -> dict[str, Any] | None:
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                f"SELECT {_COLUMNS} FROM containers WHERE id = %s AND owner_id = %s", (container_id, owner_id)
+            )
+            return await cursor.fetchone()
+
+    async def page(
+        self,
+        owner_id: str,
+        limit: int,
+        after: tuple[datetime, str] | None,
+        service: str | None,
+        state: str | None,
+    ) -> list[dict[str, Any]]:
+        """Newest first; ``after`` is the (created_at, id) of the previous page's last row. Deleted containers
+        are listed only when asked for (``state=deleted``)."""
+        conditions = ["owner_id = %s"]
+        params: list[Any] = [owner_id]
+        if service is not None:
+            conditions.append("service = %s")
+            params.append(service)
+        if state is not None:
+            conditions.append("status = %s")
+            params.append(state)
+        else:
+            conditions.append("status <> 'deleted'")
+        if after is not None:
+            conditions.append("(created_at, id) < (%s, %s)")
+            params.extend(after)
+        params.append(limit)
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                f"SELECT {_COLUMNS} FROM containers WHERE {' AND '.join(conditions)} "
+                "ORDER BY created_at DESC, id DESC LIMIT %s",
+                params,
+            )
+            return await cursor.fetchall()
+
+    async def set_desired(
+        self, owner_id: str, container_id: str, desired: str, allowed_from: tuple[str, ...]
+    ) -> dict[str, Any] | None:
+        """Set the desired state when the current one is one of ``allowed_from``; None otherwise."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE containers SET desired_state = %s, reason = NULL, updated_at = now() "
+                "WHERE id = %s AND owner_id = %s AND desired_state = ANY(%s) "
+                f"RETURNING {_COLUMNS}",
+                (desired, container_id, owner_id, list(allowed_from)),
+            )
+            return await cursor.fetchone()

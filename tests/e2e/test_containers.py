@@ -1,0 +1,220 @@
+"""Containers through the gateway: a user deploys the "web" test image, reaches it on its host port, stops,
+starts and deletes it; other tenants see nothing of it; bad input is a clear 4xx."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest
+
+from shared.container_runtime import CONTAINER_ID_LABEL, OWNER_LABEL
+from tests.conftest import RUN_ID
+from tests.e2e.conftest import SignedInUser, sign_up_and_in
+from tests.e2e.test_images import upload_and_process
+from tests.support.docker_images import build_test_image, save_image
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="module")
+def web_archive(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    tag = f"berth-test/web:{RUN_ID}"
+    build_test_image(docker_client, "web", tag)
+    path = save_image(docker_client, tag, tmp_path_factory.mktemp("web") / "web.tar")
+    docker_client.images.remove(tag)  # the worker must load it from the archive
+    yield path
+
+
+@pytest.fixture
+def owners(docker_client: docker.DockerClient) -> Iterator[list[str]]:
+    """Ids of the test's users; every Docker container labelled with one of them is removed afterwards."""
+    ids: list[str] = []
+    yield ids
+    for owner in ids:
+        for container in docker_client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={owner}"}):
+            with contextlib.suppress(docker.errors.APIError):
+                container.remove(force=True)
+
+
+def _user(client: httpx.Client, owners: list[str]) -> SignedInUser:
+    user = sign_up_and_in(client)
+    owners.append(user.id)
+    return user
+
+
+def _create(client: httpx.Client, user: SignedInUser, body: dict[str, Any], timeout: float = 30) -> httpx.Response:
+    """POST /api/containers, waiting (on 503) for the session worker to register its host."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = client.post("/api/containers", json=body, headers=user.auth_headers)
+        if answer.status_code != 503 or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.5)
+
+
+def _wait_for(
+    client: httpx.Client, user: SignedInUser, container_id: str, status: str, timeout: float = 60
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        answer = client.get(f"/api/containers/{container_id}", headers=user.auth_headers)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        if body["status"] == status:
+            return body
+        assert body["status"] != "failed", body
+        time.sleep(0.3)
+    raise AssertionError(f"container {container_id} did not become {status} within {timeout}s: {body}")
+
+
+def _whoami(port: int, timeout: float = 15) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/cgi-bin/whoami", timeout=3)
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def _answers(port: int) -> bool:
+    try:
+        httpx.get(f"http://127.0.0.1:{port}/cgi-bin/whoami", timeout=2)
+    except httpx.HTTPError:
+        return False
+    return True
+
+
+def test_deploy_reach_stop_start_delete(
+    client: httpx.Client,
+    worker: Any,
+    web_archive: Path,
+    docker_client: docker.DockerClient,
+    owners: list[str],
+) -> None:
+    # GIVEN a user with the "web" image ready
+    user = _user(client, owners)
+    image = upload_and_process(client, user, "web", web_archive)
+    assert image["status"] == "ready", image
+
+    # WHEN they deploy it with port 8080 published
+    created = _create(client, user, {"image_id": image["id"], "name": "web-1", "ports": [{"container_port": 8080}]})
+
+    # THEN it is accepted, scheduled on a host with a host port, and comes up reachable
+    assert created.status_code == 202, created.text
+    container = created.json()
+    assert container["desired_state"] == "running"
+    assert container["image_id"] == image["id"]
+    assert container["host_id"]
+    [port] = container["ports"]
+    assert port["container_port"] == 8080 and port["host_port"]
+    running = _wait_for(client, user, container["id"], "running")
+    assert running["reason"] is None
+    answer = _whoami(port["host_port"])
+    assert answer.status_code == 200
+    assert answer.text.strip()
+    stats = client.get(f"/api/containers/{container['id']}/stats", headers=user.auth_headers)
+    assert stats.status_code == 501 and stats.json()["error"]["code"] == "not_implemented"
+
+    listed = client.get("/api/containers", headers=user.auth_headers).json()
+    assert [item["id"] for item in listed["items"]] == [container["id"]]
+    assert client.get("/api/containers?state=stopped", headers=user.auth_headers).json()["items"] == []
+
+    # AND the image cannot be deleted while the container uses it
+    in_use = client.delete(f"/api/images/{image['id']}", headers=user.auth_headers)
+    assert in_use.status_code == 409, in_use.text
+    assert "web-1" in in_use.json()["error"]["message"]
+
+    # AND another user sees nothing of it
+    other = _user(client, owners)
+    for method, path in (
+        ("GET", f"/api/containers/{container['id']}"),
+        ("POST", f"/api/containers/{container['id']}/stop"),
+        ("DELETE", f"/api/containers/{container['id']}"),
+        ("GET", f"/api/containers/{container['id']}/logs"),
+    ):
+        refused = client.request(method, path, headers=other.auth_headers)
+        assert refused.status_code == 404, (method, path, refused.text)
+        assert refused.json()["error"]["code"] == "not_found"
+    assert client.get("/api/containers", headers=other.auth_headers).json()["items"] == []
+
+    # AND its logs show the request
+    logs = client.get(f"/api/containers/{container['id']}/logs?tail=50", headers=user.auth_headers)
+    assert logs.status_code == 200, logs.text
+    assert isinstance(logs.json()["lines"], list)
+
+    # WHEN stopped THEN it is stopped and the port no longer answers
+    stopped = client.post(f"/api/containers/{container['id']}/stop", headers=user.auth_headers)
+    assert stopped.status_code == 202, stopped.text
+    assert stopped.json()["desired_state"] == "stopped"
+    _wait_for(client, user, container["id"], "stopped")
+    assert not _answers(port["host_port"])
+
+    # WHEN started again THEN it runs and answers on the same port
+    started = client.post(f"/api/containers/{container['id']}/start", headers=user.auth_headers)
+    assert started.status_code == 202, started.text
+    _wait_for(client, user, container["id"], "running")
+    assert _whoami(port["host_port"]).status_code == 200
+
+    # WHEN deleted THEN it is deleted, Docker has no container of it, and the image can go
+    deleted = client.delete(f"/api/containers/{container['id']}", headers=user.auth_headers)
+    assert deleted.status_code == 202, deleted.text
+    assert deleted.json()["desired_state"] == "deleted"
+    _wait_for(client, user, container["id"], "deleted")
+    labelled = docker_client.containers.list(all=True, filters={"label": f"{CONTAINER_ID_LABEL}={container['id']}"})
+    assert labelled == []
+    again = client.post(f"/api/containers/{container['id']}/start", headers=user.auth_headers)
+    assert again.status_code == 409, again.text
+    assert client.get("/api/containers", headers=user.auth_headers).json()["items"] == []
+    assert client.delete(f"/api/images/{image['id']}", headers=user.auth_headers).status_code == 204
+
+
+def test_bad_container_input_is_a_clear_4xx(
+    client: httpx.Client, worker: Any, web_archive: Path, owners: list[str]
+) -> None:
+    user = _user(client, owners)
+    image = upload_and_process(client, user, "web", web_archive)
+    someone = _user(client, owners)
+    theirs = upload_and_process(client, someone, "web", web_archive)
+    good = {"image_id": image["id"], "name": "ok", "ports": [{"container_port": 8080}]}
+
+    cases: list[tuple[dict[str, Any], int]] = [
+        ({**good, "image_id": "00000000-0000-0000-0000-000000000000"}, 404),
+        ({**good, "image_id": "not-a-uuid"}, 404),
+        ({**good, "image_id": theirs["id"]}, 404),
+        ({**good, "memory_mb": 100000}, 422),
+        ({**good, "memory_mb": 8}, 422),
+        ({**good, "cpu": 5}, 422),
+        ({**good, "ports": [{"container_port": 0}]}, 422),
+        ({**good, "ports": [{"container_port": 8080, "protocol": "sctp"}]}, 422),
+        ({**good, "ports": [{"container_port": p} for p in range(8000, 8006)]}, 422),
+        ({**good, "restart_policy": "sometimes"}, 422),
+        ({**good, "name": "Not_A_Label"}, 422),
+        ({**good, "privileged": True}, 422),
+        ({"name": "ok"}, 422),
+    ]
+    for body, status in cases:
+        answer = _create(client, user, body)
+        assert answer.status_code == status, (body, answer.text)
+        assert answer.headers["content-type"].startswith("application/json")
+        assert answer.json()["error"]["message"]
+
+    assert client.get("/api/containers/nope", headers=user.auth_headers).status_code == 404
+    assert client.get("/api/containers?state=sleepy", headers=user.auth_headers).status_code == 400
+    assert client.get("/api/containers?cursor=zzz", headers=user.auth_headers).status_code == 400
+    assert client.get("/api/containers", headers=user.auth_headers).json()["items"] == []
+
+
+def test_stats_are_not_built_yet_but_stay_tenant_scoped(client: httpx.Client) -> None:
+    user = sign_up_and_in(client)
+    unknown = "00000000-0000-4000-8000-000000000000"
+    answer = client.get(f"/api/containers/{unknown}/stats", headers=user.auth_headers)
+    assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"
