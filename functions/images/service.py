@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
-from datetime import datetime
 from typing import Any
 
 from functions.images.models import Accepted, CreatedImage, Image, ImagePage, Upload
 from functions.images.store import ImageStore
 from shared.config import FunctionSettings
-from shared.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
+from shared.errors import Conflict, NotFound, PayloadTooLarge
 from shared.jobs import Job, JobQueue
+from shared.pagination import decode_cursor, encode_cursor, parse_id
 from shared.storage import ObjectStore
 
 PROCESS_IMAGE = "image.process"
@@ -71,43 +69,22 @@ async def renew_upload(
 
 
 async def _owned(images: ImageStore, owner_id: str, image_id: str) -> dict[str, Any]:
-    row = await images.get(owner_id, _uuid(image_id))
+    row = await images.get(owner_id, parse_id(image_id))
     if row is None:
         raise NotFound(f"No image {image_id}.")
     return row
-
-
-def _uuid(value: str) -> str:
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        return "00000000-0000-0000-0000-000000000000"  # matches nothing: unknown ids are simply not found
 
 
 async def get_image(images: ImageStore, owner_id: str, image_id: str) -> Image:
     return _image(await _owned(images, owner_id, image_id))
 
 
-def _encode_cursor(row: dict[str, Any]) -> str:
-    raw = f"{row['created_at'].isoformat()}|{row['id']}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, _, image_id = raw.partition("|")
-        return datetime.fromisoformat(created), str(uuid.UUID(image_id))
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise BadRequest("The cursor is not one this API gave out; start again without it.") from exc
-
-
 async def list_images(images: ImageStore, owner_id: str, limit: int, cursor: str | None) -> ImagePage:
-    rows = await images.page(owner_id, limit + 1, _decode_cursor(cursor) if cursor else None)
+    rows = await images.page(owner_id, limit + 1, decode_cursor(cursor) if cursor else None)
     more = len(rows) > limit
     rows = rows[:limit]
     return ImagePage(
-        items=[_image(row) for row in rows], next_cursor=_encode_cursor(rows[-1]) if more and rows else None
+        items=[_image(row) for row in rows], next_cursor=encode_cursor(rows[-1]) if more and rows else None
     )
 
 
@@ -140,12 +117,12 @@ async def complete_upload(
 
 
 async def delete_image(images: ImageStore, queue: JobQueue, owner_id: str, image_id: str) -> None:
-    users = await images.containers_using(owner_id, _uuid(image_id))
+    users = await images.containers_using(owner_id, parse_id(image_id))
     if users:
         raise Conflict(
             f"The image is used by container(s) {', '.join(users)}; delete them first, then delete the image."
         )
-    row = await images.delete(owner_id, _uuid(image_id))
+    row = await images.delete(owner_id, parse_id(image_id))
     if row is None:
         raise NotFound(f"No image {image_id}.")
     # Storage and every host's copy are cleaned by the workers; the record is gone now.
