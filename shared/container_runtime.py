@@ -124,6 +124,11 @@ class ContainerRuntime(Protocol):
         """One sample of CPU, memory, network and block I/O use."""
         ...
 
+    async def container_sizes(self, container_ids: Sequence[str]) -> dict[str, int]:
+        """Bytes each container wrote to its own filesystem layer (Docker's SizeRw), by full container id;
+        containers Docker does not know or did not size are missing."""
+        ...
+
     async def list_labelled_containers(self, label_key: str) -> list[dict[str, Any]]:
         """Every container (running or not) carrying ``label_key``: id, name, labels, status."""
         ...
@@ -360,6 +365,18 @@ class DockerRuntime:
         # stream=False (not one_shot) lets Docker take two readings, so the CPU delta has something to compare.
         raw = await self._run("read the container's stats", self._client.api.stats, container_id, stream=False)
         return _stats_summary(raw)
+
+    async def container_sizes(self, container_ids: Sequence[str]) -> dict[str, int]:
+        """Bytes each container wrote to its own filesystem layer (Docker's SizeRw), by full container id;
+        containers Docker does not know or did not size are missing."""
+        if not container_ids:
+            return {}
+        # One listing with size=True sizes them all (the same SizeRw as inspecting each with size=True).
+        found = await self._run(
+            "size the containers", self._client.api.containers, size=True, filters={"id": list(container_ids)}
+        )
+        # The listing omits a zero SizeRw; SizeRootFs shows the container was sized.
+        return {item["Id"]: int(item.get("SizeRw") or 0) for item in found if "SizeRw" in item or "SizeRootFs" in item}
 
     async def list_labelled_containers(self, label_key: str) -> list[dict[str, Any]]:
         """Every container (running or not) carrying ``label_key``: id, name, labels, status."""

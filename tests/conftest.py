@@ -190,6 +190,7 @@ def start_worker(tmp_dir: Path, extra_env: dict[str, str] | None = None) -> Runn
         {
             "BERTH_WORKER_WAIT_SECONDS": "1",
             "BERTH_WORKER_VISIBILITY_SECONDS": "10",
+            "BERTH_WORKER_STATS_INTERVAL_SECONDS": "1",
             "BERTH_WORKER_WORK_DIR": str(tmp_dir / "work"),
             "BERTH_LOG_LEVEL": "INFO",
         }

@@ -37,6 +37,8 @@ from worker.image_jobs import (
     remove_stale_scratch,
 )
 from worker.settings import WorkerSettings
+from worker.stats import run_sampler
+from worker.stats_store import StatsStore
 from worker.store import WorkerImageStore
 
 logger = get_logger("worker")
@@ -53,12 +55,18 @@ HANDLERS: dict[str, tuple[Handler, FailureHandler | None]] = {
 
 class Worker:
     def __init__(
-        self, settings: WorkerSettings, queue: JobQueue, context: ImageJobContext, hosts: HostStore | None = None
+        self,
+        settings: WorkerSettings,
+        queue: JobQueue,
+        context: ImageJobContext,
+        hosts: HostStore | None = None,
+        stats: StatsStore | None = None,
     ) -> None:
         self.settings = settings
         self.queue = queue
         self.context = context
         self.hosts = hosts
+        self.stats = stats
         self.id = uuid.uuid4().hex[:12]
         self._running: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
@@ -74,6 +82,11 @@ class Worker:
         log_event(logger, "worker started", worker_id=self.id, concurrency=self.settings.worker_concurrency)
         housekeeping = asyncio.create_task(self._housekeeping())
         host_heartbeats = asyncio.create_task(self._host_heartbeats()) if self.hosts is not None else None
+        stats_sampler = (
+            asyncio.create_task(run_sampler(self.stats, self.context.runtime, self.settings, self._stopping))
+            if self.stats is not None
+            else None
+        )
         try:
             while not self._stopping.is_set():
                 free = await self._wait_for_slot()
@@ -95,6 +108,8 @@ class Worker:
             housekeeping.cancel()
             if host_heartbeats is not None:
                 host_heartbeats.cancel()
+            if stats_sampler is not None:
+                stats_sampler.cancel()
             if self._running:
                 await asyncio.gather(*self._running, return_exceptions=True)
             log_event(logger, "worker stopped", worker_id=self.id, completed=self.completed)
@@ -218,7 +233,7 @@ def build_worker(settings: WorkerSettings) -> Worker:
         containers=WorkerContainerStore(database),
         hosts=HostStore(database),
     )
-    return Worker(settings, get_job_queue(settings), context, context.hosts)
+    return Worker(settings, get_job_queue(settings), context, context.hosts, StatsStore(database))
 
 
 async def serve(settings: WorkerSettings, *, burst: bool = False) -> int:

@@ -23,6 +23,9 @@ class WorkerSettings(FunctionSettings):
     worker_job_timeout_seconds: int = Field(default=900, ge=10)
     # How often the worker removes its host's copies of deleted images that no delete job reached.
     worker_gc_interval_seconds: float = Field(default=60.0, gt=0)
+    # How often the worker samples its host's running containers' resource use, and how long samples are kept.
+    worker_stats_interval_seconds: float = Field(default=5.0, gt=0)
+    stats_retention_hours: float = Field(default=24.0, gt=0)
     worker_work_dir: Path = PROJECT_ROOT / ".berth" / "worker"
     docker_host: str | None = Field(default=None, validation_alias="DOCKER_HOST")
     docker_timeout_seconds: float = Field(default=120.0, gt=0)

@@ -9,8 +9,7 @@ from fastapi import APIRouter, Query
 
 from functions.containers import service
 from functions.containers.deps import Containers, Hosts, LogsReader, Queue, Settings
-from functions.containers.models import Container, ContainerPage, CreateContainer, Logs
-from shared.errors import NotBuiltYet
+from functions.containers.models import Container, ContainerPage, ContainerStats, CreateContainer, Logs
 from shared.http_app import create_app, lambda_handler
 from shared.identity import CurrentUser
 
@@ -73,10 +72,15 @@ async def container_logs(
     return await service.container_logs(containers, logs, user.user_id, container_id, tail, since)
 
 
-@router.get("/{container_id}/stats")
-async def container_stats(container_id: str, user: CurrentUser, containers: Containers) -> None:
-    await service.get_container(containers, user.user_id, container_id)  # another tenant's: 404
-    raise NotBuiltYet("Container stats are not built yet in this Berth version; logs and status are.")
+@router.get("/{container_id}/stats", response_model=ContainerStats)
+async def container_stats(
+    container_id: str,
+    user: CurrentUser,
+    containers: Containers,
+    since: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 120,
+) -> ContainerStats:
+    return await service.container_stats(containers, user.user_id, container_id, since, limit)
 
 
 app = create_app("containers", [router])

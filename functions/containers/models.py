@@ -103,3 +103,20 @@ class LogLine(BaseModel):
 
 class Logs(BaseModel):
     lines: list[LogLine]
+
+
+class StatsSample(BaseModel):
+    cpu_percent: float
+    memory_bytes: int
+    memory_limit_bytes: int
+    net_rx_bytes: int
+    net_tx_bytes: int
+    block_read_bytes: int
+    block_write_bytes: int
+    fs_bytes: int | None
+    ts: datetime
+
+
+class ContainerStats(BaseModel):
+    latest: StatsSample | None
+    history: list[StatsSample]

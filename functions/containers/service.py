@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from datetime import datetime
 from typing import Any, Protocol
 
-from functions.containers.models import Container, ContainerPage, CreateContainer, LogLine, Logs, Port
+from functions.containers.models import (
+    Container,
+    ContainerPage,
+    ContainerStats,
+    CreateContainer,
+    LogLine,
+    Logs,
+    Port,
+    StatsSample,
+)
 from functions.containers.store import ContainerStore
 from shared.config import FunctionSettings
 from shared.errors import BadRequest, Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from shared.jobs import Job, JobQueue
+from shared.pagination import decode_cursor, encode_cursor, parse_id
 from worker.host_store import HostStore
 from worker.hosts import allocate_port, release_ports
 
@@ -51,15 +59,8 @@ def _container(row: dict[str, Any]) -> Container:
     )
 
 
-def _uuid(value: str) -> str:
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        return "00000000-0000-0000-0000-000000000000"  # matches nothing: unknown ids are simply not found
-
-
 async def _owned(containers: ContainerStore, owner_id: str, container_id: str) -> dict[str, Any]:
-    row = await containers.get(owner_id, _uuid(container_id))
+    row = await containers.get(owner_id, parse_id(container_id))
     if row is None:
         raise NotFound(f"No container {container_id}.")
     return row
@@ -80,7 +81,7 @@ async def create_container(
             f"memory_mb {body.memory_mb} is above your {plan} plan's limit of {limit} MB per container.",
             details=[{"loc": ["body", "memory_mb"], "msg": f"at most {limit}"}],
         )
-    image = await containers.image(owner_id, _uuid(body.image_id))
+    image = await containers.image(owner_id, parse_id(body.image_id))
     if image is None:
         raise NotFound(f"No image {body.image_id}.")
     if image["status"] != "ready":
@@ -133,30 +134,16 @@ async def get_container(containers: ContainerStore, owner_id: str, container_id:
     return _container(await _owned(containers, owner_id, container_id))
 
 
-def _encode_cursor(row: dict[str, Any]) -> str:
-    raw = f"{row['created_at'].isoformat()}|{row['id']}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, _, row_id = raw.partition("|")
-        return datetime.fromisoformat(created), str(uuid.UUID(row_id))
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise BadRequest("The cursor is not one this API gave out; start again without it.") from exc
-
-
 async def list_containers(
     containers: ContainerStore, owner_id: str, limit: int, cursor: str | None, service: str | None, state: str | None
 ) -> ContainerPage:
     if state is not None and state not in STATES:
         raise BadRequest(f"Unknown state {state!r}; one of {', '.join(STATES)}.")
-    rows = await containers.page(owner_id, limit + 1, _decode_cursor(cursor) if cursor else None, service, state)
+    rows = await containers.page(owner_id, limit + 1, decode_cursor(cursor) if cursor else None, service, state)
     more = len(rows) > limit
     rows = rows[:limit]
     return ContainerPage(
-        items=[_container(row) for row in rows], next_cursor=_encode_cursor(rows[-1]) if more and rows else None
+        items=[_container(row) for row in rows], next_cursor=encode_cursor(rows[-1]) if more and rows else None
     )
 
 
@@ -198,3 +185,17 @@ async def container_logs(
         raise Conflict(f"Logs of {row['name']} are available once the container has run (it is {row['status']}).")
     lines = await logs.container_logs(row["docker_id"], tail=tail, since=since)
     return Logs(lines=[LogLine(**line) for line in lines])
+
+
+async def container_stats(
+    containers: ContainerStore, owner_id: str, container_id: str, since: datetime | None, limit: int
+) -> ContainerStats:
+    """The newest sample (None before the host worker took one) and up to ``limit`` samples, oldest first."""
+    row = await _owned(containers, owner_id, container_id)
+    history = [StatsSample(**sample) for sample in await containers.stats(str(row["id"]), since, limit)]
+    if history and since is None:
+        latest: StatsSample | None = history[-1]
+    else:
+        found = await containers.latest_stats(str(row["id"]))
+        latest = StatsSample(**found) if found is not None else None
+    return ContainerStats(latest=latest, history=history)

@@ -16,6 +16,12 @@ _COLUMNS = (
 )
 
 
+_STATS_COLUMNS = (
+    "cpu_percent, memory_bytes, memory_limit_bytes, net_rx_bytes, net_tx_bytes, block_read_bytes, "
+    "block_write_bytes, fs_bytes, ts"
+)
+
+
 class ContainerStore:
     def __init__(self, database: Database) -> None:
         self._db = database
@@ -122,5 +128,32 @@ class ContainerStore:
                 "WHERE id = %s AND owner_id = %s AND desired_state = ANY(%s) "
                 f"RETURNING {_COLUMNS}",
                 (desired, container_id, owner_id, list(allowed_from)),
+            )
+            return await cursor.fetchone()
+
+    async def stats(self, container_id: str, since: datetime | None, limit: int) -> list[dict[str, Any]]:
+        """The container's newest ``limit`` samples (taken after ``since`` when given), oldest first. The caller
+        checked the container is the tenant's."""
+        conditions = ["container_id = %s"]
+        params: list[Any] = [container_id]
+        if since is not None:
+            conditions.append("ts > %s")
+            params.append(since)
+        params.append(limit)
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                f"SELECT {_STATS_COLUMNS} FROM container_stats WHERE {' AND '.join(conditions)} "
+                "ORDER BY ts DESC LIMIT %s",
+                params,
+            )
+            rows = await cursor.fetchall()
+        rows.reverse()
+        return rows
+
+    async def latest_stats(self, container_id: str) -> dict[str, Any] | None:
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                f"SELECT {_STATS_COLUMNS} FROM container_stats WHERE container_id = %s ORDER BY ts DESC LIMIT 1",
+                (container_id,),
             )
             return await cursor.fetchone()

@@ -93,6 +93,20 @@ def _answers(port: int) -> bool:
     return True
 
 
+def _wait_for_stats(client: httpx.Client, user: SignedInUser, container_id: str, timeout: float = 20) -> Any:
+    """GET /api/containers/{id}/stats until the worker's sampler stored a first sample."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = client.get(f"/api/containers/{container_id}/stats", headers=user.auth_headers)
+        assert answer.status_code == 200, answer.text
+        stats = answer.json()
+        if stats["latest"] is not None:
+            return stats
+        assert stats["history"] == []
+        assert time.monotonic() < deadline, "no stats sample within the timeout"
+        time.sleep(0.5)
+
+
 def test_deploy_reach_stop_start_delete(
     client: httpx.Client,
     worker: Any,
@@ -121,8 +135,10 @@ def test_deploy_reach_stop_start_delete(
     answer = _whoami(port["host_port"])
     assert answer.status_code == 200
     assert answer.text.strip()
-    stats = client.get(f"/api/containers/{container['id']}/stats", headers=user.auth_headers)
-    assert stats.status_code == 501 and stats.json()["error"]["code"] == "not_implemented"
+    stats = _wait_for_stats(client, user, container["id"])
+    assert stats["latest"]["memory_limit_bytes"] == running["memory_mb"] * 1024 * 1024
+    assert stats["latest"]["cpu_percent"] >= 0
+    assert stats["history"] and stats["history"][-1] == stats["latest"]
 
     listed = client.get("/api/containers", headers=user.auth_headers).json()
     assert [item["id"] for item in listed["items"]] == [container["id"]]
@@ -140,6 +156,7 @@ def test_deploy_reach_stop_start_delete(
         ("POST", f"/api/containers/{container['id']}/stop"),
         ("DELETE", f"/api/containers/{container['id']}"),
         ("GET", f"/api/containers/{container['id']}/logs"),
+        ("GET", f"/api/containers/{container['id']}/stats"),
     ):
         refused = client.request(method, path, headers=other.auth_headers)
         assert refused.status_code == 404, (method, path, refused.text)
@@ -213,7 +230,7 @@ def test_bad_container_input_is_a_clear_4xx(
     assert client.get("/api/containers", headers=user.auth_headers).json()["items"] == []
 
 
-def test_stats_are_not_built_yet_but_stay_tenant_scoped(client: httpx.Client) -> None:
+def test_stats_stay_tenant_scoped(client: httpx.Client) -> None:
     user = sign_up_and_in(client)
     unknown = "00000000-0000-4000-8000-000000000000"
     answer = client.get(f"/api/containers/{unknown}/stats", headers=user.auth_headers)

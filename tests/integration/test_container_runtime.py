@@ -272,6 +272,12 @@ async def test_stats_are_one_sample_of_non_negative_numbers(web: dict[str, Any],
     assert stats["net_rx_bytes"] > 0  # it has served HTTP
 
 
+async def test_containers_are_sized_by_full_id(web: dict[str, Any], runtime: DockerRuntime) -> None:
+    sizes = await runtime.container_sizes([web["id"], "0" * 64])
+    assert set(sizes) == {web["id"]} and sizes[web["id"]] >= 0
+    assert await runtime.container_sizes([]) == {}
+
+
 async def test_labelled_containers_are_listed_with_their_labels(web: dict[str, Any], runtime: DockerRuntime) -> None:
     listed = {item["id"]: item for item in await runtime.list_labelled_containers(CONTAINER_ID_LABEL)}
     mine = listed[web["id"]]
