@@ -13,8 +13,8 @@ import weakref
 from typing import Any
 
 from shared.container_runtime import CONTAINER_ID_LABEL, OWNER_LABEL, ContainerSpec
+from shared.host_ports import release_ports
 from shared.observability import get_logger, log_event
-from worker.hosts import release_ports
 from worker.image_jobs import ImageJobContext, JobFailed, JobRetry
 
 logger = get_logger("worker")

@@ -18,10 +18,10 @@ from typing import Any
 
 from shared.container_runtime import ContainerRuntime, image_repository
 from shared.errors import DependencyError
+from shared.host_store import HostStore
 from shared.observability import get_logger, log_event
 from shared.storage import ObjectStore, ObjectTooLarge
 from worker.container_store import WorkerContainerStore
-from worker.host_store import HostStore
 from worker.image_analysis import ArchiveLimits, ArchiveRejected, analyse_archive, iter_load_stream
 from worker.settings import WorkerSettings
 from worker.store import WorkerImageStore

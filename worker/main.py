@@ -19,12 +19,12 @@ from typing import Any
 from shared.container_runtime import DockerRuntime, RuntimeFinal, RuntimeRetryable
 from shared.db import get_database
 from shared.errors import DependencyError
+from shared.host_store import HostStore
 from shared.jobs import JobQueue, ReceivedJob, get_job_queue
 from shared.observability import get_logger, log_event
 from shared.storage import get_object_store
 from worker.container_jobs import fail_container, reconcile_container
 from worker.container_store import WorkerContainerStore
-from worker.host_store import HostStore
 from worker.hosts import heartbeat, mark_stale_hosts_down, register_this_host
 from worker.image_jobs import (
     ImageJobContext,

@@ -26,6 +26,21 @@ class WorkerSettings(FunctionSettings):
     # How often the worker samples its host's running containers' resource use, and how long samples are kept.
     worker_stats_interval_seconds: float = Field(default=5.0, gt=0)
     stats_retention_hours: float = Field(default=24.0, gt=0)
+    # How often the reconciler compares what tenants want with what Docker runs (restarts, health,
+    # orphans, lost jobs), and how long a labelled container nobody owns may live before it is removed.
+    worker_reconcile_interval_seconds: float = Field(default=5.0, gt=0)
+    worker_orphan_grace_seconds: float = Field(default=60.0, ge=0)
+    # Restart backoff of crashed containers: doubles from the base to the cap; a container that ran for
+    # the reset time without crashing starts again from the base.
+    worker_restart_backoff_base_seconds: float = Field(default=1.0, gt=0)
+    worker_restart_backoff_max_seconds: float = Field(default=60.0, gt=0)
+    worker_restart_backoff_reset_seconds: float = Field(default=120.0, gt=0)
+    # How often the worker ships its containers' new log lines to PostgreSQL, and how long they are kept.
+    worker_log_ship_interval_seconds: float = Field(default=1.0, gt=0)
+    log_retention_hours: float = Field(default=72.0, gt=0)
+    # Names this installation's containers (a label), so two installations sharing one Docker Engine
+    # never take each other's containers for orphans.
+    cluster_id: str = Field(default="berth", min_length=1, max_length=63, pattern=r"^[A-Za-z0-9_.-]+$")
     worker_work_dir: Path = PROJECT_ROOT / ".berth" / "worker"
     docker_host: str | None = Field(default=None, validation_alias="DOCKER_HOST")
     docker_timeout_seconds: float = Field(default=120.0, gt=0)

@@ -15,7 +15,6 @@ published JWKS route reads the table (nearly) every time.
 
 from __future__ import annotations
 
-import base64
 import secrets
 import time
 from dataclasses import dataclass
@@ -23,13 +22,13 @@ from typing import Any
 
 from anyio import to_thread
 from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from functions.auth.store import ActiveSigningKey, SigningKeyRecord, get_auth_store
 from shared.config import FunctionSettings, get_function_settings
 from shared.observability import get_logger, log_event
+from shared.secrets import derived_fernet
 from shared.tokens import generate_rsa_key, public_jwk
 
 # Beyond the access-token lifetime and the key cache, how long a retired key stays published.
@@ -79,10 +78,7 @@ def forget_cached_keys() -> None:
 
 
 def _fernet(settings: FunctionSettings) -> Fernet:
-    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=_HKDF_SALT, info=_HKDF_INFO).derive(
-        settings.secret_key.get_secret_value().encode()
-    )
-    return Fernet(base64.urlsafe_b64encode(derived))
+    return derived_fernet(settings, _HKDF_SALT, _HKDF_INFO)
 
 
 def encrypt_private_key(settings: FunctionSettings, private_key: RSAPrivateKey) -> bytes:

@@ -11,8 +11,8 @@ from functions.containers.store import ContainerStore
 from shared.config import FunctionSettings, get_function_settings
 from shared.db import get_database
 from shared.errors import Conflict, ServiceUnavailable
+from shared.host_store import HostStore
 from shared.jobs import SqsJobQueue, get_job_queue
-from worker.host_store import HostStore
 
 
 async def _containers() -> ContainerStore:

@@ -19,10 +19,10 @@ from functions.containers.models import (
 from functions.containers.store import ContainerStore
 from shared.config import FunctionSettings
 from shared.errors import BadRequest, Conflict, NotFound, ServiceUnavailable, ValidationFailed
+from shared.host_ports import allocate_port, release_ports
+from shared.host_store import HostStore
 from shared.jobs import Job, JobQueue
 from shared.pagination import decode_cursor, encode_cursor, parse_id
-from worker.host_store import HostStore
-from worker.hosts import allocate_port, release_ports
 
 RECONCILE_CONTAINER = "container.reconcile"
 PORT_OWNER_KIND = "container"
@@ -88,7 +88,7 @@ async def create_container(
         raise Conflict(
             f"Image {image['name']}:{image['tag']} is {image['status']}; only a ready image can be deployed."
         )
-    host = await containers.least_busy_host(settings.host_down_after_seconds)
+    host = await hosts.least_busy_host(settings.host_down_after_seconds)
     if host is None:
         raise ServiceUnavailable("No container host is available right now; try again in a minute.")
     container_id = uuid.uuid4()

@@ -34,18 +34,6 @@ class ContainerStore:
             )
             return await cursor.fetchone()
 
-    async def least_busy_host(self, max_silence_seconds: float) -> dict[str, Any] | None:
-        """The live host (up, heartbeat fresh) with the fewest containers not deleted; None when none is."""
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
-                "SELECT h.id, h.address, "
-                "(SELECT count(*) FROM containers c WHERE c.host_id = h.id AND c.status <> 'deleted') AS load "
-                "FROM hosts h WHERE h.status = 'up' AND h.heartbeat_at > now() - make_interval(secs => %s) "
-                "ORDER BY load, h.id LIMIT 1",
-                (float(max_silence_seconds),),
-            )
-            return await cursor.fetchone()
-
     async def create(self, container_id: str, owner_id: str, values: dict[str, Any]) -> dict[str, Any] | None:
         """Insert a pending container; None when the owner has a live container of that name.
 

@@ -13,16 +13,9 @@ import pytest
 
 from shared.db import Database, get_database
 from shared.errors import NotFound
-from worker.host_store import HostStore
-from worker.hosts import (
-    PortsExhausted,
-    allocate_port,
-    heartbeat,
-    live_hosts,
-    mark_stale_hosts_down,
-    register_host,
-    release_ports,
-)
+from shared.host_ports import PortsExhausted, allocate_port, release_ports
+from shared.host_store import HostStore
+from worker.hosts import heartbeat, live_hosts, mark_stale_hosts_down, register_host
 from worker.settings import WorkerSettings
 
 

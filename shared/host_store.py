@@ -1,4 +1,4 @@
-"""The SQL behind host registration, heartbeats and host-port allocation.
+"""The SQL behind host registration, heartbeats, placement and host-port allocation.
 
 Every statement is conditional or conflict-tolerant, so several workers (and the control plane) may
 run them at once: the primary key of ``port_allocations`` is what keeps a port from going out twice.
@@ -80,6 +80,18 @@ class HostStore:
                 "FROM hosts WHERE status = 'up' ORDER BY id"
             )
             return await cursor.fetchall()
+
+    async def least_busy_host(self, max_silence_seconds: float) -> dict[str, Any] | None:
+        """The live host (up, heartbeat fresh) with the fewest containers not deleted; None when none is."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "SELECT h.id, h.address, "
+                "(SELECT count(*) FROM containers c WHERE c.host_id = h.id AND c.status <> 'deleted') AS load "
+                "FROM hosts h WHERE h.status = 'up' AND h.heartbeat_at > now() - make_interval(secs => %s) "
+                "ORDER BY load, h.id LIMIT 1",
+                (float(max_silence_seconds),),
+            )
+            return await cursor.fetchone()
 
     async def free_ports(self, host_id: str, first: int, last: int, step: int, limit: int) -> list[int]:
         """Up to ``limit`` ports of ``first..last`` (every ``step``) not allocated on the host, in random
