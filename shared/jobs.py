@@ -8,7 +8,9 @@ it to the dead-letter queue. Every job carries an id and its handler is idempote
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -121,3 +123,50 @@ def get_job_queue(settings: FunctionSettings, name: str | None = None) -> SqsJob
     except (ClientError, BotoCoreError) as exc:
         raise DependencyError(f"The job queue '{queue}' is unavailable; try again shortly.") from exc
     return SqsJobQueue(aws_client("sqs", settings), url)
+
+
+# ------------------------------------------------------------------------------------------ host queues
+# Container jobs go to a queue of their host's own (``<jobs_queue>-host-<host id>``): only that host's
+# worker can do them, so nobody else should ever receive them. The worker creates its queue (dead letters
+# to the shared dead-letter queue) before it registers its host, so a host the scheduler can see has one.
+
+_QUEUE_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_SQS_NAME_MAX = 80
+
+
+def host_queue_name(settings: FunctionSettings, host_id: str) -> str:
+    """The SQS name of a host's job queue (letters, digits, - and _; at most 80 characters)."""
+    safe = _QUEUE_NAME_UNSAFE.sub("-", host_id)
+    name = f"{settings.jobs_queue}-host-{safe}"
+    if len(name) > _SQS_NAME_MAX or safe != host_id:
+        # Distinct host ids must never share a queue: a rewritten or long id gets a digest of the original.
+        digest = hashlib.sha256(host_id.encode()).hexdigest()[:12]
+        name = f"{settings.jobs_queue}-host-{safe[: _SQS_NAME_MAX - len(settings.jobs_queue) - 20]}-{digest}"
+    return name
+
+
+def get_host_job_queue(settings: FunctionSettings, host_id: str) -> SqsJobQueue:
+    """The job queue of one host (it must exist: its worker creates it when it registers)."""
+    return get_job_queue(settings, host_queue_name(settings, host_id))
+
+
+def ensure_host_queue(settings: FunctionSettings, host_id: str, max_receive_count: int) -> str:
+    """Create the host's job queue if missing, dead-lettering to the shared dead-letter queue; its URL."""
+    sqs = aws_client("sqs", settings)
+    try:
+        dead_letter_url = sqs.get_queue_url(QueueName=settings.jobs_dead_letter_queue)["QueueUrl"]
+        dead_letter_arn = sqs.get_queue_attributes(QueueUrl=dead_letter_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        redrive = json.dumps({"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": max_receive_count})
+        name = host_queue_name(settings, host_id)
+        try:
+            url = sqs.create_queue(QueueName=name, Attributes={"RedrivePolicy": redrive})["QueueUrl"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") not in ("QueueAlreadyExists", "QueueNameExists"):
+                raise
+            url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+            sqs.set_queue_attributes(QueueUrl=url, Attributes={"RedrivePolicy": redrive})
+    except (ClientError, BotoCoreError) as exc:
+        raise DependencyError(f"The job queue of host {host_id!r} cannot be created: {exc}") from exc
+    return str(url)
