@@ -6,7 +6,7 @@ BERTH := $(VENV)/bin/berth
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help bootstrap up down status test lint format bench bench-images
+.PHONY: help bootstrap up down status test lint format bench bench-images bench-containers
 
 help:
 	@echo "make up        prepare this machine, then start the local platform (gateway on :8080)"
@@ -17,6 +17,7 @@ help:
 	@echo "make format    apply ruff's formatting and safe fixes"
 	@echo "make bench     what the local gateway adds over the function served directly (BENCH_ARGS=...)"
 	@echo "make bench-images  complete->ready of a ~55 MB image against a bare docker load"
+	@echo "make bench-containers  create request -> first HTTP answer against a bare docker run"
 
 bootstrap:
 	bash infrastructure/local/bootstrap.sh
@@ -48,3 +49,6 @@ bench:
 
 bench-images:
 	$(VENV)/bin/python bench/image_processing.py $(BENCH_ARGS)
+
+bench-containers:
+	$(VENV)/bin/python bench/container_start.py $(BENCH_ARGS)

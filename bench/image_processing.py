@@ -14,29 +14,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import docker
 import httpx
+from local_platform import local_platform  # the bench folder is on sys.path; this puts the project root there
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from shared.migrate import apply_migrations, drop_database  # noqa: E402
-from tests.support.archives import Entry, build_archive, image_config  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support.archives import Entry, build_archive, image_config
 
 
 def make_archive(path: Path, megabytes: int) -> Path:
@@ -112,58 +99,34 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    run = secrets.token_hex(4)
-    base_url = os.environ.get("BERTH_DATABASE_URL", "postgresql://berth:berth@127.0.0.1:5432/berth")
-    database_url = base_url.rsplit("/", 1)[0] + f"/berth_bench_{run}"
-    state = Path(tempfile.mkdtemp(prefix="berth-bench-"))
-    gateway_port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_ENDPOINT", "BERTH_"))}
-    env.update(
-        {
-            "BERTH_DATABASE_URL": database_url,
-            "BERTH_REDIS_PREFIX": f"berth-bench-{run}:",
-            "BERTH_GATEWAY_PORT": str(gateway_port),
-            "BERTH_LOCAL_AWS_PORT": str(free_port()),
-            "BERTH_LOCAL_STATE_DIR": str(state),
-            "BERTH_GATEWAY_RATE_LIMIT_PER_IP": "1000000",
-            "BERTH_WORKER_WAIT_SECONDS": "1",
-            "BERTH_LOG_LEVEL": "INFO",
-        }
-    )
-    berth = [sys.executable, "-m", "shared.cli", "local"]
-    apply_migrations(database_url)
     docker_client = docker.from_env(timeout=300)
     try:
-        up = subprocess.run([*berth, "up"], env=env, cwd=ROOT, capture_output=True, text=True, check=False)
-        if up.returncode != 0:
-            raise SystemExit(f"berth local up failed:\n{up.stdout}\n{up.stderr}")
-        # A fresh archive (new random layers) each round: neither side may find a layer already loaded.
-        archives = [make_archive(state / f"bench-{i}.tar", args.megabytes) for i in range(args.rounds + 1)]
-        size = archives[0].stat().st_size / 1e6
-        print(f"archives: {size:.1f} MB, 5 layers each, new data every round; {args.rounds} rounds\n")
-        with httpx.Client(base_url=f"http://127.0.0.1:{gateway_port}", timeout=60) as client:
-            email, password = f"bench-{run}@example.com", "plum-kettle-harbor-" + secrets.token_hex(6)
-            client.post("/api/auth/signup", json={"email": email, "password": password}).raise_for_status()
-            token = client.post("/api/auth/signin", json={"email": email, "password": password}).json()
-            headers = {"Authorization": f"Bearer {token['access_token']}"}
-            me = client.get("/api/auth/me", headers=headers).json()["id"]
-            berth_round(client, headers, archives[0], "warmup")
-            wait_until_removed(docker_client, f"berth/{me}/")
-            ratios = []
-            print(f"{'round':>5}  {'docker load':>12}  {'berth complete->ready':>22}  {'ratio':>6}")
-            for round_number in range(1, args.rounds + 1):
-                archive = archives[round_number]
-                bare = bare_docker_load(docker_client, archive)
-                platform = berth_round(client, headers, archive, f"bench{round_number}")
+        with local_platform() as platform:
+            # A fresh archive (new random layers) each round: neither side may find a layer already loaded.
+            archives = [make_archive(platform.state / f"bench-{i}.tar", args.megabytes) for i in range(args.rounds + 1)]
+            size = archives[0].stat().st_size / 1e6
+            print(f"archives: {size:.1f} MB, 5 layers each, new data every round; {args.rounds} rounds\n")
+            with httpx.Client(base_url=platform.url, timeout=60) as client:
+                headers = platform.sign_up(client)
+                me = client.get("/api/auth/me", headers=headers).json()["id"]
+                berth_round(client, headers, archives[0], "warmup")
                 wait_until_removed(docker_client, f"berth/{me}/")
-                ratios.append(platform / bare)
-                print(f"{round_number:>5}  {bare:>11.2f}s  {platform:>21.2f}s  {platform / bare:>5.2f}x")
-        median = statistics.median(ratios)
-        print(f"\nmedian ratio berth/docker load: {median:.2f}x (aim: <= 1.5x)")
+                ratios = []
+                print(f"{'round':>5}  {'docker load':>12}  {'berth complete->ready':>22}  {'ratio':>6}")
+                for round_number in range(1, args.rounds + 1):
+                    archive = archives[round_number]
+                    bare = bare_docker_load(docker_client, archive)
+                    platform_seconds = berth_round(client, headers, archive, f"bench{round_number}")
+                    wait_until_removed(docker_client, f"berth/{me}/")
+                    ratios.append(platform_seconds / bare)
+                    print(
+                        f"{round_number:>5}  {bare:>11.2f}s  {platform_seconds:>21.2f}s  "
+                        f"{platform_seconds / bare:>5.2f}x"
+                    )
+            median = statistics.median(ratios)
+            print(f"\nmedian ratio berth/docker load: {median:.2f}x (aim: <= 1.5x)")
+            show_worker_phases(platform.worker_log)
     finally:
-        subprocess.run([*berth, "down"], env=env, cwd=ROOT, capture_output=True, check=False)
-        show_worker_phases(state / "logs" / "worker.log")
-        drop_database(database_url)
         docker_client.close()
     return 0
 
