@@ -1,0 +1,3 @@
+DROP TABLE registry_counter;
+DROP TABLE registry_service_index;
+DROP TABLE registry_instances;
