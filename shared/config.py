@@ -80,6 +80,20 @@ class HostSettings(_Base):
         return range(self.host_port_range_start, self.host_port_range_end + 1)
 
 
+class LoadBalancerSettings(_Base):
+    """Where customer traffic enters: listener ports (one range for the whole lb-runtime fleet), the address
+    lb-runtime binds them on (127.0.0.1 in development), and its admin API (metrics and per-listener stats)."""
+
+    lb_port_range_start: int = Field(default=20000, ge=1, le=65535)
+    lb_port_range_end: int = Field(default=29999, ge=1, le=65535)
+    lb_bind_address: str = "127.0.0.1"
+    lb_admin_url: str = "http://127.0.0.1:9901"
+
+    @property
+    def lb_port_range(self) -> range:
+        return range(self.lb_port_range_start, self.lb_port_range_end + 1)
+
+
 class AuthSettings(_Base):
     jwt_issuer: str = "http://127.0.0.1:8080/api/auth"
     jwt_audience: str = "berth-api"
@@ -99,7 +113,7 @@ class AuthSettings(_Base):
     key_activation_delay_seconds: int = Field(default=330, ge=0)
 
 
-class FunctionSettings(CoreSettings, AwsSettings, AuthSettings, ImageSettings, HostSettings):
+class FunctionSettings(CoreSettings, AwsSettings, AuthSettings, ImageSettings, HostSettings, LoadBalancerSettings):
     """What every function needs at cold start."""
 
     @property

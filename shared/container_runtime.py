@@ -35,9 +35,11 @@ class RuntimeFinal(Exception):
 
 
 # Every customer container carries these labels, so a reconciler can tell whose it is and which record it
-# belongs to (and remove the ones nobody tracks).
+# belongs to (and remove the ones nobody tracks). The cluster label names the installation that made it: two
+# installations sharing one Docker Engine never take each other's containers for orphans.
 CONTAINER_ID_LABEL = "berth.container-id"
 OWNER_LABEL = "berth.owner"
+CLUSTER_LABEL = "berth.cluster"
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,8 @@ class ContainerRuntime(Protocol):
         ...
 
     async def container_state(self, container_id: str) -> dict[str, Any] | None:
-        """Status, exit code, start/finish times, OOM kill and health; None when there is no such container."""
+        """Status, exit code, start/finish times, OOM kill, health and IP address per network; None when there
+        is no such container."""
         ...
 
     async def container_logs(
@@ -129,8 +132,9 @@ class ContainerRuntime(Protocol):
         containers Docker does not know or did not size are missing."""
         ...
 
-    async def list_labelled_containers(self, label_key: str) -> list[dict[str, Any]]:
-        """Every container (running or not) carrying ``label_key``: id, name, labels, status."""
+    async def list_labelled_containers(self, label_key: str, value: str | None = None) -> list[dict[str, Any]]:
+        """Every container (running or not) carrying ``label_key`` (set to ``value``, when given): id, name,
+        labels, status."""
         ...
 
 
@@ -155,6 +159,11 @@ class DockerRuntime:
             if base_url
             else docker.from_env(timeout=int(timeout))
         )
+
+    @property
+    def docker_api(self) -> Any:
+        """The low-level Docker API client, for readers that need Docker's raw streams (log shipping)."""
+        return self._client.api
 
     async def _run(self, action: str, call: Any, *args: Any, **kwargs: Any) -> Any:
         return await self._run_within(self._timeout, action, call, *args, **kwargs)
@@ -312,7 +321,8 @@ class DockerRuntime:
         return removed
 
     async def container_state(self, container_id: str) -> dict[str, Any] | None:
-        """Status, exit code, start/finish times, OOM kill and health; None when there is no such container."""
+        """Status, exit code, start/finish times, OOM kill, health and IP address per network; None when there
+        is no such container."""
 
         def inspect() -> dict[str, Any] | None:
             try:
@@ -333,6 +343,12 @@ class DockerRuntime:
             "finished_at": _docker_time(state.get("FinishedAt")),
             "oom_killed": bool(state.get("OOMKilled")),
             "health": health.get("Status"),
+            # Empty while the container is not running (Docker gives it no address then).
+            "ip_addresses": {
+                name: network["IPAddress"]
+                for name, network in ((details.get("NetworkSettings") or {}).get("Networks") or {}).items()
+                if network and network.get("IPAddress")
+            },
         }
 
     async def container_logs(
@@ -378,9 +394,11 @@ class DockerRuntime:
         # The listing omits a zero SizeRw; SizeRootFs shows the container was sized.
         return {item["Id"]: int(item.get("SizeRw") or 0) for item in found if "SizeRw" in item or "SizeRootFs" in item}
 
-    async def list_labelled_containers(self, label_key: str) -> list[dict[str, Any]]:
-        """Every container (running or not) carrying ``label_key``: id, name, labels, status."""
-        found = await self._run("list containers", self._client.api.containers, all=True, filters={"label": label_key})
+    async def list_labelled_containers(self, label_key: str, value: str | None = None) -> list[dict[str, Any]]:
+        """Every container (running or not) carrying ``label_key`` (set to ``value``, when given): id, name,
+        labels, status."""
+        label = label_key if value is None else f"{label_key}={value}"
+        found = await self._run("list containers", self._client.api.containers, all=True, filters={"label": label})
         return [
             {
                 "id": item["Id"],

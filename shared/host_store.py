@@ -7,10 +7,14 @@ run them at once: the primary key of ``port_allocations`` is what keeps a port f
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator, Collection
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
 import psycopg
+from psycopg.rows import DictRow
+from psycopg.types.json import Jsonb
 
 from shared.db import Database
 from shared.errors import NotFound
@@ -81,17 +85,84 @@ class HostStore:
             )
             return await cursor.fetchall()
 
-    async def least_busy_host(self, max_silence_seconds: float) -> dict[str, Any] | None:
-        """The live host (up, heartbeat fresh) with the fewest containers not deleted; None when none is."""
+    async def least_busy_host(self, max_silence_seconds: float, exclude: Collection[str] = ()) -> dict[str, Any] | None:
+        """The live host (up, heartbeat fresh, not in ``exclude``) with the fewest containers not deleted;
+        None when none is."""
         async with self._db.transaction() as conn:
             cursor = await conn.execute(
                 "SELECT h.id, h.address, "
                 "(SELECT count(*) FROM containers c WHERE c.host_id = h.id AND c.status <> 'deleted') AS load "
                 "FROM hosts h WHERE h.status = 'up' AND h.heartbeat_at > now() - make_interval(secs => %s) "
+                "AND NOT (h.id = ANY(%s)) "
                 "ORDER BY load, h.id LIMIT 1",
-                (float(max_silence_seconds),),
+                (float(max_silence_seconds), list(exclude)),
             )
             return await cursor.fetchone()
+
+    # ------------------------------------------------------------------ containers of hosts that went down
+    # Each statement names the host the container is expected on, so two workers sweeping at once act on
+    # a container once: the second finds it moved (or settled) and changes nothing.
+
+    async def containers_on_down_hosts(self) -> list[dict[str, Any]]:
+        """Containers not deleted whose host is down (id, host_id, desired_state, status), oldest change first."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "SELECT c.id, c.host_id, c.desired_state, c.status FROM containers c "
+                "JOIN hosts h ON h.id = c.host_id WHERE h.status = 'down' AND c.status <> 'deleted' "
+                "ORDER BY c.updated_at, c.id"
+            )
+            return await cursor.fetchall()
+
+    async def settle_deleted_container(self, container_id: str, host_id: str) -> bool:
+        """A container its tenant deleted, on a down host -> deleted; False when it is not (or no longer) so."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE containers SET status = 'deleted', docker_id = NULL, updated_at = now() "
+                "WHERE id = %s AND host_id = %s AND desired_state = 'deleted' AND status <> 'deleted' RETURNING id",
+                (container_id, host_id),
+            )
+            return await cursor.fetchone() is not None
+
+    async def mark_container_lost(self, container_id: str, host_id: str, reason: str) -> bool:
+        """A container on host ``host_id``, while that host is down -> lost; False when another worker did
+        it, the container moved, its tenant deleted it or the host came back."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE containers SET status = 'lost', reason = %s, updated_at = now() "
+                "WHERE id = %s AND host_id = %s AND status NOT IN ('lost', 'deleted') "
+                "AND desired_state <> 'deleted' "
+                "AND EXISTS (SELECT 1 FROM hosts h WHERE h.id = %s AND h.status = 'down') RETURNING id",
+                (reason[:1000], container_id, host_id, host_id),
+            )
+            return await cursor.fetchone() is not None
+
+    async def reclaim_lost_containers(self) -> list[dict[str, Any]]:
+        """Lost containers whose host heartbeats again (before they could move) -> pending, or stopped as
+        their tenant wants, for that host to converge; their ids and host ids."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE containers c SET status = CASE WHEN c.desired_state = 'stopped' THEN 'stopped' "
+                "ELSE 'pending' END, reason = 'host ' || h.id || ' is heartbeating again', updated_at = now() "
+                "FROM hosts h WHERE h.id = c.host_id AND h.status IN ('up', 'draining') "
+                "AND c.status = 'lost' AND c.desired_state <> 'deleted' RETURNING c.id, c.host_id"
+            )
+            rows = await cursor.fetchall()
+        return sorted(rows, key=lambda row: (row["host_id"], str(row["id"])))
+
+    @asynccontextmanager
+    async def lock_lost_container(self, container_id: str, host_id: str) -> AsyncIterator[LostContainer | None]:
+        """Hold the lost container of down host ``host_id`` for moving until the block ends (its move
+        commits then; an error rolls it back); None when it is not there, or another worker holds it."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "SELECT id, host_id, desired_state, ports FROM containers "
+                "WHERE id = %s AND host_id = %s AND status = 'lost' AND desired_state <> 'deleted' "
+                "AND EXISTS (SELECT 1 FROM hosts h WHERE h.id = %s AND h.status = 'down') "
+                "FOR UPDATE SKIP LOCKED",
+                (container_id, host_id, host_id),
+            )
+            row = await cursor.fetchone()
+            yield None if row is None else LostContainer(conn, row)
 
     async def free_ports(self, host_id: str, first: int, last: int, step: int, limit: int) -> list[int]:
         """Up to ``limit`` ports of ``first..last`` (every ``step``) not allocated on the host, in random
@@ -146,3 +217,22 @@ class HostStore:
             )
             rows = await cursor.fetchall()
         return [(row["host_id"], row["port"]) for row in rows]
+
+
+class LostContainer:
+    """A lost container held (row-locked) by ``HostStore.lock_lost_container`` while it is moved."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[DictRow], row: dict[str, Any]) -> None:
+        self._conn = conn
+        self.id = str(row["id"])
+        self.host_id: str = row["host_id"]
+        self.desired_state: str = row["desired_state"]
+        self.ports: list[dict[str, Any]] = list(row["ports"] or [])
+
+    async def move(self, host_id: str, ports: list[dict[str, Any]], status: str, reason: str) -> None:
+        """Place it on ``host_id`` with ``ports`` and no Docker container yet; committed when the lock ends."""
+        await self._conn.execute(
+            "UPDATE containers SET host_id = %s, ports = %s, docker_id = NULL, status = %s, reason = %s, "
+            "updated_at = now() WHERE id = %s",
+            (host_id, Jsonb(ports), status, reason[:1000], self.id),
+        )

@@ -22,6 +22,9 @@ from shared.config import FunctionSettings
 from shared.errors import DependencyError
 from shared.storage import aws_client
 
+# A job that fails this many deliveries moves to the dead-letter queue instead of looping forever.
+JOBS_MAX_RECEIVE_COUNT = 5
+
 
 @dataclass(frozen=True)
 class Job:
@@ -150,23 +153,60 @@ def get_host_job_queue(settings: FunctionSettings, host_id: str) -> SqsJobQueue:
     return get_job_queue(settings, host_queue_name(settings, host_id))
 
 
-def ensure_host_queue(settings: FunctionSettings, host_id: str, max_receive_count: int) -> str:
-    """Create the host's job queue if missing, dead-lettering to the shared dead-letter queue; its URL."""
+def ensure_host_queue(
+    settings: FunctionSettings,
+    host_id: str,
+    max_receive_count: int = JOBS_MAX_RECEIVE_COUNT,
+    visibility_timeout_seconds: int | None = None,
+) -> str:
+    """Create the host's job queue if missing, dead-lettering to the shared dead-letter queue; its URL.
+
+    An existing queue is brought in line with the same attributes, so a changed setting takes effect at
+    the worker's next start."""
     sqs = aws_client("sqs", settings)
     try:
         dead_letter_url = sqs.get_queue_url(QueueName=settings.jobs_dead_letter_queue)["QueueUrl"]
         dead_letter_arn = sqs.get_queue_attributes(QueueUrl=dead_letter_url, AttributeNames=["QueueArn"])["Attributes"][
             "QueueArn"
         ]
-        redrive = json.dumps({"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": max_receive_count})
+        attributes = {
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": max_receive_count}),
+            "SqsManagedSseEnabled": "true",
+        }
+        if visibility_timeout_seconds is not None:
+            attributes["VisibilityTimeout"] = str(visibility_timeout_seconds)
         name = host_queue_name(settings, host_id)
         try:
-            url = sqs.create_queue(QueueName=name, Attributes={"RedrivePolicy": redrive})["QueueUrl"]
+            url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code", "") not in ("QueueAlreadyExists", "QueueNameExists"):
                 raise
             url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-            sqs.set_queue_attributes(QueueUrl=url, Attributes={"RedrivePolicy": redrive})
+            sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
     except (ClientError, BotoCoreError) as exc:
         raise DependencyError(f"The job queue of host {host_id!r} cannot be created: {exc}") from exc
     return str(url)
+
+
+def open_host_job_queue(settings: FunctionSettings, host_id: str, visibility_timeout_seconds: int) -> SqsJobQueue:
+    """Create (or update) the host's job queue and return it; blocking, so a worker runs it in a thread."""
+    url = ensure_host_queue(settings, host_id, JOBS_MAX_RECEIVE_COUNT, visibility_timeout_seconds)
+    return SqsJobQueue(aws_client("sqs", settings), url)
+
+
+class HostJobQueues(Protocol):
+    async def send(self, host_id: str, job: Job) -> None:
+        """Enqueue ``job`` on the queue of host ``host_id``."""
+        ...
+
+
+class SqsHostJobQueues:
+    """Sends to each host's own SQS queue; queue URLs are looked up once per process."""
+
+    def __init__(self, settings: FunctionSettings) -> None:
+        self._settings = settings
+
+    async def send(self, host_id: str, job: Job) -> None:
+        # The first lookup of a host's queue is a blocking SQS call: keep it off the event loop.
+        queue = await asyncio.to_thread(get_host_job_queue, self._settings, host_id)
+        await queue.send(job)

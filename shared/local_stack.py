@@ -31,14 +31,13 @@ from pydantic import Field, ValidationError
 
 from shared.config import PROJECT_ROOT, GatewaySettings
 from shared.errors import BerthError, Conflict, DependencyError, ServiceUnavailable
+from shared.jobs import JOBS_MAX_RECEIVE_COUNT
 
 GATEWAY = "gateway"
 LOCAL_AWS = "local-aws"
 WORKER = "worker"
 # What `up` may start, in the order `down` stops it (the worker first: it drains its jobs).
 MANAGED = (WORKER, GATEWAY, LOCAL_AWS)
-# A job that fails this many deliveries moves to the dead-letter queue instead of looping forever.
-JOBS_MAX_RECEIVE_COUNT = 5
 DUMMY_AWS_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
 OIDC_PATH = "/api/auth/.well-known/openid-configuration"
 

@@ -48,6 +48,8 @@ os.environ.update(
         "BERTH_REDIS_PREFIX": TEST_REDIS_PREFIX,
         "BERTH_LOG_LEVEL": os.environ.get("BERTH_LOG_LEVEL", "WARNING"),
         "BERTH_AWS_ENDPOINT_URL": LOCAL_AWS_URL,
+        # The run's containers carry a cluster label of its own: no other run's reconciler removes them.
+        "BERTH_CLUSTER_ID": f"test-{RUN_ID}",
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
         "AWS_DEFAULT_REGION": "us-east-1",

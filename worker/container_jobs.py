@@ -2,36 +2,209 @@
 
 ``container.reconcile`` is idempotent: it looks at the record (desired state) and at Docker (the container
 labelled with the record's id) and does only what is missing, so a redelivered or repeated job never makes
-a second container. Jobs for one container run one at a time in this process.
+a second container. Jobs for one container run one at a time in this process, and the reconciler
+(worker/reconciler.py) converges through the same code under the same lock, so the two never race.
+
+A container with a health check is ``running`` only once the worker's own check passes (the images are
+often FROM scratch, so nothing runs inside them): an HTTP GET on the container's address on the customer
+network (2xx and 3xx pass) or a TCP connect.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import time
 import uuid
 import weakref
+from dataclasses import dataclass
 from typing import Any
 
-from shared.container_runtime import CONTAINER_ID_LABEL, OWNER_LABEL, ContainerSpec
+import httpx
+
+from shared.container_runtime import (
+    CLUSTER_LABEL,
+    CONTAINER_ID_LABEL,
+    OWNER_LABEL,
+    ContainerSpec,
+    RuntimeFinal,
+    RuntimeRetryable,
+)
+from shared.errors import DependencyError
 from shared.host_ports import release_ports
 from shared.observability import get_logger, log_event
-from worker.image_jobs import ImageJobContext, JobFailed, JobRetry
+from shared.secrets import SecretUnreadable, open_env
+from worker.image_jobs import ImageJobContext, JobFailed, ensure_local_image
+from worker.log_shipper import ship_container
 
 logger = get_logger("worker")
 
 CUSTOMER_NETWORK = "berth-customers"
 PORT_OWNER_KIND = "container"
 STOP_TIMEOUT_SECONDS = 10
+# The first health checks after a start come quickly, then slow down to the check's own interval.
+FIRST_CHECK_DELAY_SECONDS = 0.25
+FIRST_CHECK_BACKOFF = 1.5
 
 # One lock per container while jobs for it run or wait; unused locks vanish with their last reference.
 _locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+
+def container_lock(container_id: str) -> asyncio.Lock:
+    """The lock every change to one container's Docker state is made under (jobs and reconciler)."""
+    lock = _locks.get(container_id)
+    if lock is None:
+        lock = _locks[container_id] = asyncio.Lock()
+    return lock
 
 
 def docker_name(container_id: str) -> str:
     return f"berth-{container_id}"
 
 
-async def _find(context: ImageJobContext, row: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
+def exit_reason(state: dict[str, Any]) -> str:
+    """Why a container is not running, from its Docker state: ``exited with code 137 (out of memory)``."""
+    reason = f"exited with code {state.get('exit_code')}"
+    return reason + " (out of memory)" if state.get("oom_killed") else reason
+
+
+# ------------------------------------------------------------------------------------------ health checks
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """A container's health check as stored (the containers function fills the defaults)."""
+
+    type: str
+    port: int
+    path: str = "/"
+    interval_seconds: float = 10.0
+    timeout_seconds: float = 2.0
+    retries: int = 3
+    start_period_seconds: float = 0.0
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> HealthCheck | None:
+        """The record's health check; None when it has none (or names no port it could check)."""
+        raw = row.get("health_check")
+        if not raw:
+            return None
+        ports = row.get("ports") or []
+        port = raw.get("port") or (ports[0]["container_port"] if ports else None)
+        if not port:
+            return None
+        return cls(
+            type="tcp" if raw.get("type") == "tcp" else "http",
+            port=int(port),
+            path=str(raw.get("path") or "/"),
+            interval_seconds=float(raw.get("interval_seconds") or 10),
+            timeout_seconds=float(raw.get("timeout_seconds") or 2),
+            retries=max(1, int(raw.get("retries") or 3)),
+            start_period_seconds=float(raw.get("start_period_seconds") or 0),
+        )
+
+    @property
+    def first_pass_window_seconds(self) -> float:
+        """How long after a start the first check may take to pass before the container is unhealthy."""
+        return self.start_period_seconds + self.retries * self.interval_seconds
+
+    def describe(self) -> str:
+        return f"GET {self.path} on port {self.port}" if self.type == "http" else f"TCP connect to port {self.port}"
+
+
+def container_address(state: dict[str, Any] | None) -> str | None:
+    """The container's IP address on the customer network (where the worker reaches it)."""
+    if state is None:
+        return None
+    return (state.get("ip_addresses") or {}).get(CUSTOMER_NETWORK) or None
+
+
+async def probe(check: HealthCheck, address: str | None) -> str | None:
+    """Run the check once against ``address``; None when it passes, otherwise why it failed."""
+    what = check.describe()
+    if address is None:
+        return f"{what}: the container has no address on {CUSTOMER_NETWORK}"
+    if check.type == "http":
+        try:
+            # trust_env=False: the platform's own proxy settings must not route checks elsewhere.
+            async with httpx.AsyncClient(timeout=check.timeout_seconds, trust_env=False) as http:
+                response = await http.get(f"http://{address}:{check.port}{check.path}")
+        except httpx.TimeoutException:
+            return f"{what} timed out after {check.timeout_seconds:g} s"
+        except httpx.HTTPError as exc:
+            return f"{what} failed: {_connect_error(exc)}"
+        if 200 <= response.status_code < 400:
+            return None
+        return f"{what} answered {response.status_code}"
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(address, check.port), check.timeout_seconds)
+    except TimeoutError:
+        return f"{what} timed out after {check.timeout_seconds:g} s"
+    except OSError as exc:
+        return f"{what} failed: {_connect_error(exc)}"
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return None
+
+
+def _connect_error(exc: BaseException) -> str:
+    """The operating system's words for a failed connection (``connection refused``), without addresses."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, OSError) and cause.errno:
+        return os.strerror(cause.errno).lower()
+    return type(exc).__name__
+
+
+async def settle_after_start(context: ImageJobContext, row: dict[str, Any], docker_id: str) -> str:
+    """Record the status of a container just started: ``running`` (at once without a health check, else once
+    a check passes), ``unhealthy`` when none passes within the check's window, or failed/stopped when it
+    exited meanwhile. Returns the status recorded (or the one that was meant, when the wish changed)."""
+    store = context.containers
+    assert store is not None
+    container_id, desired = str(row["id"]), row["desired_state"]
+    check = HealthCheck.of(row)
+    # Within a job, leave time to record the outcome before the job's own timeout.
+    window = check.first_pass_window_seconds if check else 0.0
+    window = min(window, context.settings.worker_job_timeout_seconds * 0.8)
+    deadline = time.monotonic() + window
+    delay = FIRST_CHECK_DELAY_SECONDS
+    while True:
+        state = await context.runtime.container_state(docker_id)
+        if state is None or state.get("status") not in ("running", "restarting"):
+            status = "failed" if state is None or state.get("exit_code") else "stopped"
+            reason = "removed while starting" if state is None else exit_reason(state)
+            await store.record_exit(
+                container_id, desired, None if state is None else state.get("exit_code"), status, reason
+            )
+            log_event(logger, "container exited while starting", container_id=container_id, reason=reason)
+            return status
+        if check is None:
+            await store.set_status(container_id, desired, "running")
+            log_event(logger, "container running", container_id=container_id, docker_id=docker_id)
+            return "running"
+        failure = await probe(check, container_address(state))
+        if failure is None:
+            await store.set_status(container_id, desired, "running")
+            log_event(logger, "container running: health check passed", container_id=container_id)
+            return "running"
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            reason = f"health check did not pass within {window:g} s of the start: {failure}"
+            await store.set_status(container_id, desired, "unhealthy", reason)
+            log_event(logger, "container unhealthy", container_id=container_id, reason=reason)
+            return "unhealthy"
+        await asyncio.sleep(min(delay, remaining))
+        delay = min(delay * FIRST_CHECK_BACKOFF, check.interval_seconds)
+
+
+# ------------------------------------------------------------------------------------------ converging
+
+
+async def find_container(context: ImageJobContext, row: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
     """The Docker container of the record (by its recorded id, else by its label) and its state."""
     runtime = context.runtime
     if row["docker_id"]:
@@ -39,24 +212,33 @@ async def _find(context: ImageJobContext, row: dict[str, Any]) -> tuple[str | No
         if state is not None:
             return row["docker_id"], state
     container_id = str(row["id"])
-    for found in await runtime.list_labelled_containers(CONTAINER_ID_LABEL):
+    for found in await runtime.list_labelled_containers(CONTAINER_ID_LABEL, container_id):
         if found["labels"].get(CONTAINER_ID_LABEL) == container_id:
             return found["id"], await runtime.container_state(found["id"])
     return None, None
 
 
-def _spec(context: ImageJobContext, row: dict[str, Any]) -> ContainerSpec:
-    reference = row["reference"] or row["docker_image_id"]
-    if not reference:
-        raise JobFailed("The container's image is not on any host; upload it again.")
+def _spec(context: ImageJobContext, row: dict[str, Any], reference: str) -> ContainerSpec:
+    try:
+        secret_env = open_env(context.settings, row.get("secret_env"))
+    except SecretUnreadable as exc:
+        # The message names the cause, never a value.
+        raise JobFailed(
+            "The container's secret environment cannot be opened on this host (BERTH_SECRET_KEY differs "
+            "from the one it was sealed with); set the secrets again."
+        ) from exc
     ports = row["ports"] or []
     return ContainerSpec(
         name=docker_name(str(row["id"])),
         image=reference,
         network=CUSTOMER_NETWORK,
-        labels={CONTAINER_ID_LABEL: str(row["id"]), OWNER_LABEL: str(row["owner_id"])},
+        labels={
+            CONTAINER_ID_LABEL: str(row["id"]),
+            OWNER_LABEL: str(row["owner_id"]),
+            CLUSTER_LABEL: context.settings.cluster_id,
+        },
         command=row["command"],
-        env=row["env"] or {},
+        env={**(row["env"] or {}), **secret_env},
         container_ports=[(port["container_port"], port.get("protocol", "tcp")) for port in ports],
         host_bind=context.settings.host_address,
         host_ports={port["container_port"]: port["host_port"] for port in ports if port.get("host_port")},
@@ -65,16 +247,37 @@ def _spec(context: ImageJobContext, row: dict[str, Any]) -> ContainerSpec:
     )
 
 
+async def _leave_traffic(context: ImageJobContext, container_id: str) -> None:
+    """Take a running container out of the registry, then give lb-runtime (which watches it) time to send
+    new requests elsewhere while those in flight finish: a stop or delete drops no request."""
+    if context.registry_sync is None:
+        return
+    try:
+        await context.registry_sync.deregister(container_id)
+    except (DependencyError, OSError) as exc:
+        log_event(logger, "could not deregister before stopping", container_id=container_id, error=str(exc))
+        return
+    await asyncio.sleep(context.settings.worker_stop_drain_seconds)
+
+
+async def _ship_final_logs(context: ImageJobContext, container_id: str, docker_id: str) -> None:
+    """Keep the container's last log lines before Docker forgets them; never blocks the removal."""
+    if context.logs is None:
+        return
+    try:
+        await ship_container(context.logs, context.runtime, container_id, docker_id)
+    except (RuntimeRetryable, RuntimeFinal, DependencyError) as exc:
+        log_event(logger, "final log shipment failed", container_id=container_id, error=str(exc))
+
+
 async def reconcile_container(context: ImageJobContext, payload: dict[str, Any]) -> None:
     container_id = str(payload.get("container_id") or "")
-    lock = _locks.get(container_id)
-    if lock is None:
-        lock = _locks[container_id] = asyncio.Lock()
-    async with lock:
-        await _reconcile(context, container_id, restart=bool(payload.get("restart")))
+    async with container_lock(container_id):
+        await converge_locked(context, container_id, restart=bool(payload.get("restart")))
 
 
-async def _reconcile(context: ImageJobContext, container_id: str, *, restart: bool) -> None:
+async def converge_locked(context: ImageJobContext, container_id: str, *, restart: bool = False) -> None:
+    """Make Docker match the record's desired state; the caller holds ``container_lock(container_id)``."""
     store = context.containers
     if store is None:
         raise JobFailed("this worker has no container store")
@@ -83,14 +286,22 @@ async def _reconcile(context: ImageJobContext, container_id: str, *, restart: bo
         log_event(logger, "container job skipped: no such container", container_id=container_id)
         return
     if row["host_id"] != context.settings.host_id:
-        # Another host's container: leave the message for that host's worker.
-        raise JobRetry(f"container {container_id} lives on host {row['host_id']}, not {context.settings.host_id}")
+        # A stale job: the container moved to another host (after this host was down), and every move sends
+        # a fresh job to the new host's queue. Nothing is left to do here.
+        log_event(
+            logger, "container job skipped: it lives on another host", container_id=container_id, host_id=row["host_id"]
+        )
+        return
     desired = row["desired_state"]
     runtime = context.runtime
-    docker_id, state = await _find(context, row)
+    docker_id, state = await find_container(context, row)
 
+    running = state is not None and state.get("status") in ("running", "restarting")
     if desired == "deleted":
         if docker_id is not None:
+            if running:
+                await _leave_traffic(context, container_id)
+            await _ship_final_logs(context, container_id, docker_id)
             await runtime.remove_container(docker_id)
         if context.hosts is not None:
             await release_ports(context.hosts, PORT_OWNER_KIND, uuid.UUID(container_id))
@@ -99,36 +310,45 @@ async def _reconcile(context: ImageJobContext, container_id: str, *, restart: bo
         log_event(logger, "container deleted", container_id=container_id)
         return
 
-    running = state is not None and state.get("status") in ("running", "restarting")
     if desired == "stopped":
         if running and docker_id is not None:
             if not await store.set_status(container_id, desired, "stopping"):
                 return
+            await _leave_traffic(context, container_id)
             await runtime.stop_container(docker_id, STOP_TIMEOUT_SECONDS)
         await store.set_status(container_id, desired, "stopped")
         log_event(logger, "container stopped", container_id=container_id)
         return
 
     # desired == "running"
+    if docker_id is not None and state is not None and state.get("status") == "dead":
+        # Docker could not finish removing or stopping it; it cannot start again: make a new one.
+        await runtime.remove_container(docker_id)
+        docker_id, running = None, False
     if docker_id is None:
+        # A container placed (or moved) here may need its image fetched onto this host first.
+        spec = _spec(context, row, await ensure_local_image(context, row))
         if not await store.set_status(container_id, desired, "creating"):
             return
         await runtime.ensure_network(CUSTOMER_NETWORK)
-        docker_id = await runtime.create_container(_spec(context, row))
+        docker_id = await runtime.create_container(spec)
         running = False
     if docker_id != row["docker_id"]:
         await store.set_docker_id(container_id, docker_id)
     if running and restart:
         if not await store.set_status(container_id, desired, "stopping"):
             return
+        await _leave_traffic(context, container_id)
         await runtime.stop_container(docker_id, STOP_TIMEOUT_SECONDS)
         running = False
+    if running and row["status"] in ("running", "unhealthy"):
+        # Already up and watched by the reconciler's health checks: nothing to change.
+        return
     if not running:
         if not await store.set_status(container_id, desired, "starting"):
             return
         await runtime.start_container(docker_id)
-    await store.set_status(container_id, desired, "running")
-    log_event(logger, "container running", container_id=container_id, docker_id=docker_id)
+    await settle_after_start(context, row, docker_id)
 
 
 async def fail_container(context: ImageJobContext, payload: dict[str, Any], reason: str) -> None:

@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,15 @@ from shared.observability import get_logger, log_event
 from shared.storage import ObjectStore, ObjectTooLarge
 from worker.container_store import WorkerContainerStore
 from worker.image_analysis import ArchiveLimits, ArchiveRejected, analyse_archive, iter_load_stream
+from worker.log_store import LogStore
+from worker.registration import RegistrySync
 from worker.settings import WorkerSettings
 from worker.store import WorkerImageStore
 
 logger = get_logger("worker")
+
+# One lock per image reference while a fetch of it runs or waits; unused locks vanish with their last reference.
+_image_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
 
 class JobRetry(Exception):
@@ -46,6 +52,10 @@ class ImageJobContext:
     # Container jobs need these too; a worker built without them only runs image jobs.
     containers: WorkerContainerStore | None = None
     hosts: HostStore | None = None
+    # Where final log lines are shipped before a container is removed, and the registry a container leaves
+    # before it is stopped (so traffic drains first); a worker without them skips those steps.
+    logs: LogStore | None = None
+    registry_sync: RegistrySync | None = None
 
 
 def scratch_dir(settings: WorkerSettings) -> Path:
@@ -131,6 +141,44 @@ async def process_image(context: ImageJobContext, payload: dict[str, Any]) -> No
         total_s=round(time.perf_counter() - started, 3),
         **timings,
     )
+
+
+async def ensure_local_image(context: ImageJobContext, image_row: dict[str, Any]) -> str:
+    """A Docker reference for the image on THIS host: the image's own reference, loaded here first from
+    its archive in object storage when this host does not have it (a container moved or placed on a host
+    that never processed the image).
+
+    ``image_row`` needs ``reference``, ``docker_image_id`` and ``object_key``. The archive was validated
+    when it was uploaded, so it is only loaded (its tags stripped, as at upload) and tagged. An archive
+    that no longer loads as the recorded image is refused: the stored object changed since it was checked."""
+    reference, expected_id = image_row.get("reference"), image_row.get("docker_image_id")
+    if not reference:
+        raise JobFailed("The image is not ready on any host; upload it again.")
+    lock = _image_locks.get(reference)
+    if lock is None:
+        lock = _image_locks[reference] = asyncio.Lock()
+    async with lock:  # two jobs needing the same image here load it once
+        present = await context.runtime.image_id(reference)
+        if present is not None and (not expected_id or present == expected_id):
+            return str(reference)
+        object_key = image_row.get("object_key")
+        if not object_key:
+            raise JobFailed("The image's archive is gone; upload the image again.")
+        with tempfile.TemporaryDirectory(dir=scratch_dir(context.settings), prefix="fetch-") as scratch:
+            archive = Path(scratch) / "archive.tar"
+            try:
+                await context.objects.download(object_key, archive, max_bytes=context.settings.image_max_upload_bytes)
+            except ObjectTooLarge as exc:
+                raise JobFailed("The image's archive is larger than the platform's limit.") from exc
+            except DependencyError as exc:
+                raise JobRetry(str(exc)) from exc
+            loaded_id = await context.runtime.load_image(iter_load_stream(archive))
+        if expected_id and loaded_id != expected_id:
+            raise JobFailed("The image's archive no longer matches the uploaded image; upload it again.")
+        repository, tag = str(reference).rsplit(":", 1)
+        await context.runtime.tag_image(loaded_id, repository, tag)
+    log_event(logger, "image fetched onto this host", reference=reference, object_key=object_key)
+    return str(reference)
 
 
 async def _reject(context: ImageJobContext, image: dict[str, Any], reason: str) -> None:

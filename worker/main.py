@@ -1,10 +1,13 @@
-"""The host worker: long-polls the job queue and runs jobs with bounded concurrency.
+"""The host worker: long-polls its host's job queue and the shared one; runs jobs with bounded concurrency.
 
-Life: start -> poll loop -> drain. Each job runs under a semaphore (``worker_concurrency``), its
-message kept invisible to other workers while it runs. A message is deleted only when its job succeeded
-or failed for good; a retryable failure leaves it to come back after the visibility timeout, and a
-message that cannot be decoded is never deleted, so SQS moves it to the dead-letter queue after its
-``maxReceiveCount``. The first SIGTERM stops polling and lets jobs in flight finish; a second one exits.
+Life: start -> poll loops -> drain. Container jobs come from the queue of this host's own (created before
+the host registers, so a host the scheduler can see has one); image jobs from the queue all hosts share.
+One poll loop per queue; both share the ``worker_concurrency`` slots, a loop polling only while a slot
+is free. Each job runs in a slot, its message kept invisible to other workers while it runs. A message
+is deleted only when its job succeeded or failed for good; a retryable failure leaves it to come back
+after the visibility timeout, and a message that cannot be decoded is never deleted, so SQS moves it to
+the dead-letter queue after its ``maxReceiveCount``. The first SIGTERM stops polling both queues and lets
+jobs in flight finish; a second one exits.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from shared.container_runtime import DockerRuntime, RuntimeFinal, RuntimeRetryab
 from shared.db import get_database
 from shared.errors import DependencyError
 from shared.host_store import HostStore
-from shared.jobs import JobQueue, ReceivedJob, get_job_queue
+from shared.jobs import HostJobQueues, JobQueue, ReceivedJob, SqsHostJobQueues, get_job_queue, open_host_job_queue
 from shared.observability import get_logger, log_event
+from shared.registry import RegistrySettings, get_registry
 from shared.storage import get_object_store
 from worker.container_jobs import fail_container, reconcile_container
 from worker.container_store import WorkerContainerStore
@@ -36,6 +40,11 @@ from worker.image_jobs import (
     process_image,
     remove_stale_scratch,
 )
+from worker.log_shipper import run_log_shipper
+from worker.log_store import LogStore
+from worker.reconciler import run_reconciler
+from worker.registration import RegistrationStore, RegistrySync, run_registry_sync
+from worker.rescheduling import reschedule_containers_of_down_hosts
 from worker.settings import WorkerSettings
 from worker.stats import run_sampler
 from worker.stats_store import StatsStore
@@ -61,15 +70,22 @@ class Worker:
         context: ImageJobContext,
         hosts: HostStore | None = None,
         stats: StatsStore | None = None,
+        host_queues: HostJobQueues | None = None,
     ) -> None:
         self.settings = settings
-        self.queue = queue
+        self.queue = queue  # shared by every host: image jobs
+        # This host's own queue (container jobs): opened by the heartbeat loop before the host registers.
+        self.host_queue: JobQueue | None = None
         self.context = context
         self.hosts = hosts
         self.stats = stats
+        # Where rescheduled containers' jobs go: the queues of other hosts.
+        self.host_queues = host_queues if host_queues is not None else SqsHostJobQueues(settings)
         self.id = uuid.uuid4().hex[:12]
         self._running: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(settings.worker_concurrency)
         self._stopping = asyncio.Event()
+        self._host_queue_ready = asyncio.Event()
         self.completed = 0
 
     def stop(self) -> None:
@@ -77,42 +93,81 @@ class Worker:
         self._stopping.set()
 
     async def run(self, *, burst: bool = False) -> None:
-        """Poll until stopped (or, in burst mode, until the queue is empty), then drain."""
+        """Poll until stopped (or, in burst mode, until the queues are empty), then drain."""
         remove_stale_scratch(self.settings)
         log_event(logger, "worker started", worker_id=self.id, concurrency=self.settings.worker_concurrency)
-        housekeeping = asyncio.create_task(self._housekeeping())
-        host_heartbeats = asyncio.create_task(self._host_heartbeats()) if self.hosts is not None else None
-        stats_sampler = (
-            asyncio.create_task(run_sampler(self.stats, self.context.runtime, self.settings, self._stopping))
-            if self.stats is not None
-            else None
-        )
+        background = [
+            asyncio.create_task(self._housekeeping()),
+            asyncio.create_task(run_reconciler(self.context, self.settings, self._stopping)),
+        ]
+        if self.hosts is not None:
+            background.append(asyncio.create_task(self._host_heartbeats()))
+        if self.stats is not None:
+            background.append(
+                asyncio.create_task(run_sampler(self.stats, self.context.runtime, self.settings, self._stopping))
+            )
+        if self.context.logs is not None:
+            background.append(
+                asyncio.create_task(
+                    run_log_shipper(self.context.logs, self.context.runtime, self.settings, self._stopping)
+                )
+            )
+        if self.context.registry_sync is not None:
+            background.append(asyncio.create_task(run_registry_sync(self.context.registry_sync, self._stopping)))
         try:
-            while not self._stopping.is_set():
-                free = await self._wait_for_slot()
-                if self._stopping.is_set():
-                    break
-                try:
-                    batch = await self.queue.receive(free, self.settings.worker_wait_seconds)
-                except DependencyError as exc:
-                    log_event(logger, "queue unavailable; retrying", error=str(exc))
-                    await self._sleep(2.0)
-                    continue
-                if not batch and burst and not self._running:
-                    break
-                for received in batch:
-                    task = asyncio.create_task(self._run_one(received))
-                    self._running.add(task)
-                    task.add_done_callback(self._running.discard)
+            polls = [self._poll("shared", self.queue, burst=burst)]
+            if self.hosts is not None:
+                polls.append(self._poll_host_queue(burst=burst))
+            await asyncio.gather(*polls)
         finally:
-            housekeeping.cancel()
-            if host_heartbeats is not None:
-                host_heartbeats.cancel()
-            if stats_sampler is not None:
-                stats_sampler.cancel()
+            for task in background:
+                task.cancel()
             if self._running:
                 await asyncio.gather(*self._running, return_exceptions=True)
             log_event(logger, "worker stopped", worker_id=self.id, completed=self.completed)
+
+    async def _poll(self, name: str, queue: JobQueue, *, burst: bool) -> None:
+        """Receive from ``queue`` while a slot is free and start each job; until stopped (or, in burst
+        mode, until the queue is empty and no job runs)."""
+        while not self._stopping.is_set():
+            free = await self._wait_for_slot()
+            if self._stopping.is_set():
+                break
+            try:
+                batch = await queue.receive(free, self.settings.worker_wait_seconds)
+            except DependencyError as exc:
+                log_event(logger, "queue unavailable; retrying", queue=name, error=str(exc))
+                await self._sleep(2.0)
+                continue
+            if not batch and burst and not self._running:
+                break
+            if self._stopping.is_set():
+                # A stop came while this receive waited: hand the batch back to other workers at once.
+                for received in batch:
+                    with contextlib.suppress(DependencyError):
+                        await queue.extend(received, 0)
+                break
+            for received in batch:
+                task = asyncio.create_task(self._run_one(queue, received))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+
+    async def _poll_host_queue(self, *, burst: bool) -> None:
+        """Poll this host's queue once the heartbeat loop has opened it."""
+        stopping = asyncio.create_task(self._stopping.wait())
+        ready = asyncio.create_task(self._host_queue_ready.wait())
+        await asyncio.wait({stopping, ready}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        ready.cancel()
+        if self.host_queue is not None:
+            await self._poll("host", self.host_queue, burst=burst)
+
+    async def _open_host_queue(self) -> None:
+        """Create (or update) this host's queue and start polling it."""
+        self.host_queue = await asyncio.to_thread(
+            open_host_job_queue, self.settings, self.settings.host_id, self.settings.worker_visibility_seconds
+        )
+        self._host_queue_ready.set()
 
     async def _housekeeping(self) -> None:
         """Periodic repairs that no job asks for: images whose delete job was lost."""
@@ -124,14 +179,18 @@ class Worker:
             await self._sleep(self.settings.worker_gc_interval_seconds)
 
     async def _host_heartbeats(self) -> None:
-        """Register this host, keep it alive every ``host_heartbeat_seconds``, and mark hosts that fell
-        silent for ``host_down_after_seconds`` as down. Registration is retried until it succeeds."""
+        """Open this host's queue, register the host, keep it alive every ``host_heartbeat_seconds``, mark
+        hosts that fell silent for ``host_down_after_seconds`` as down and move their containers to live
+        hosts (worker.rescheduling). Each step that fails is retried next round; the host registers only
+        once its queue exists."""
         assert self.hosts is not None
         registered = False
         while not self._stopping.is_set():
             try:
                 # An unknown host (first start, or its row was removed) is registered again.
                 if not registered or not await heartbeat(self.hosts, self.settings.host_id):
+                    if self.host_queue is None:
+                        await self._open_host_queue()
                     host = await register_this_host(self.hosts, self.settings)
                     registered = True
                     log_event(
@@ -150,33 +209,42 @@ class Worker:
                         host_id=host_id,
                         silent_for_seconds=self.settings.host_down_after_seconds,
                     )
+                # Every round, not only when a host was just marked down: lost containers that found no
+                # live host last time try again.
+                await reschedule_containers_of_down_hosts(self.hosts, self.host_queues, self.settings)
             except DependencyError as exc:
                 log_event(logger, "host heartbeat failed; will retry", error=str(exc))
             await self._sleep(self.settings.host_heartbeat_seconds)
 
     async def _wait_for_slot(self) -> int:
-        """Wait until fewer than ``worker_concurrency`` jobs run; returns how many more may start."""
-        if len(self._running) >= self.settings.worker_concurrency:
-            await asyncio.wait(set(self._running), return_when=asyncio.FIRST_COMPLETED)
+        """Wait until fewer than ``worker_concurrency`` jobs run (or a stop); how many more may start.
+
+        Both poll loops may see the same free slots and receive at once; a job received beyond the
+        limit waits for a slot (its message kept invisible), so at most ``worker_concurrency`` run."""
+        while len(self._running) >= self.settings.worker_concurrency and not self._stopping.is_set():
+            stopping = asyncio.create_task(self._stopping.wait())
+            await asyncio.wait({*self._running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
         return max(1, self.settings.worker_concurrency - len(self._running))
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    async def _keep_invisible(self, received: ReceivedJob) -> None:
+    async def _keep_invisible(self, queue: JobQueue, received: ReceivedJob) -> None:
         interval = max(5, self.settings.worker_visibility_seconds // 2)
         while True:
             await asyncio.sleep(interval)
             with contextlib.suppress(DependencyError):
-                await self.queue.extend(received, self.settings.worker_visibility_seconds)
+                await queue.extend(received, self.settings.worker_visibility_seconds)
 
-    async def _run_one(self, received: ReceivedJob) -> None:
-        heartbeat = asyncio.create_task(self._keep_invisible(received))
+    async def _run_one(self, queue: JobQueue, received: ReceivedJob) -> None:
+        heartbeat = asyncio.create_task(self._keep_invisible(queue, received))
         try:
-            outcome = await self._execute(received)
+            async with self._slots:
+                outcome = await self._execute(received)
             if outcome != "retry":
-                await self.queue.delete(received)
+                await queue.delete(received)
                 self.completed += 1
         except DependencyError as exc:
             log_event(logger, "could not acknowledge job", error=str(exc))
@@ -232,6 +300,8 @@ def build_worker(settings: WorkerSettings) -> Worker:
         runtime=DockerRuntime(settings.docker_host, settings.docker_timeout_seconds),
         containers=WorkerContainerStore(database),
         hosts=HostStore(database),
+        logs=LogStore(database),
+        registry_sync=RegistrySync(get_registry(RegistrySettings()), RegistrationStore(database), settings),
     )
     return Worker(settings, get_job_queue(settings), context, context.hosts, StatsStore(database))
 

@@ -38,6 +38,13 @@ class WorkerSettings(FunctionSettings):
     # How often the worker ships its containers' new log lines to PostgreSQL, and how long they are kept.
     worker_log_ship_interval_seconds: float = Field(default=1.0, gt=0)
     log_retention_hours: float = Field(default=72.0, gt=0)
+    # How often the worker writes its containers' instances and health to the service registry, and how long
+    # an instance whose worker stopped reporting stays (critical) before it is removed.
+    worker_registry_interval_seconds: float = Field(default=1.0, gt=0)
+    worker_registry_deregister_after_seconds: float = Field(default=60.0, ge=1)
+    # After a container leaves the registry and before it is stopped: time for lb-runtime to stop routing
+    # new requests to it (it watches the registry) while requests in flight finish.
+    worker_stop_drain_seconds: float = Field(default=1.5, ge=0)
     # Names this installation's containers (a label), so two installations sharing one Docker Engine
     # never take each other's containers for orphans.
     cluster_id: str = Field(default="berth", min_length=1, max_length=63, pattern=r"^[A-Za-z0-9_.-]+$")

@@ -1,28 +1,37 @@
-"""Container logic: validation, scheduling, host ports, desired states and logs. No HTTP, no boto3 here."""
+"""Container logic: validation, scheduling, host ports, desired states, secrets, events and logs. No HTTP, no
+boto3 here."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import uuid
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from functions.containers.models import (
     Container,
+    ContainerEvent,
+    ContainerEventPage,
     ContainerPage,
     ContainerStats,
     CreateContainer,
+    HealthCheck,
     LogLine,
     Logs,
     Port,
     StatsSample,
+    parse_since,
 )
 from functions.containers.store import ContainerStore
-from shared.config import FunctionSettings
+from shared.config import AuthSettings, FunctionSettings, get_function_settings
 from shared.errors import BadRequest, Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from shared.host_ports import allocate_port, release_ports
 from shared.host_store import HostStore
-from shared.jobs import Job, JobQueue
+from shared.jobs import HostJobQueues, Job
+from shared.observability import get_logger
 from shared.pagination import decode_cursor, encode_cursor, parse_id
+from shared.secrets import SecretUnreadable, open_env, seal_env
 
 RECONCILE_CONTAINER = "container.reconcile"
 PORT_OWNER_KIND = "container"
@@ -31,14 +40,34 @@ PORT_OWNER_KIND = "container"
 PLAN_MEMORY_LIMIT_MB = {"free": 512, "pro": 4096, "team": 8192}
 STATES = ("pending", "creating", "starting", "running", "unhealthy", "stopping", "stopped", "deleted", "failed", "lost")
 
+logger = get_logger("containers", get_function_settings().log_level)
 
-class LogReader(Protocol):
-    async def container_logs(
-        self, container_id: str, tail: int | None = None, since: datetime | None = None
-    ) -> list[dict[str, Any]]: ...
+# Sealed token -> the names in it. A token is random per seal and never changes meaning, so its names can
+# be kept; the values are never kept.
+_SECRET_NAMES: dict[str, list[str]] = {}
+_SECRET_NAMES_MAX = 4096
 
 
-def _container(row: dict[str, Any]) -> Container:
+def _secret_env_names(settings: AuthSettings, row: dict[str, Any]) -> list[str]:
+    """The names of the container's secret environment, sorted (opening the sealed token, values dropped)."""
+    token = row["secret_env"]
+    if not token:
+        return []
+    names = _SECRET_NAMES.get(token)
+    if names is None:
+        try:
+            names = sorted(open_env(settings, token))
+        except SecretUnreadable:
+            # The key changed since it was sealed: answer without the names rather than fail the request.
+            logger.warning("secret environment unreadable", extra={"container_id": str(row["id"])})
+            return []
+        if len(_SECRET_NAMES) >= _SECRET_NAMES_MAX:
+            _SECRET_NAMES.clear()
+        _SECRET_NAMES[token] = names
+    return list(names)
+
+
+def _container(row: dict[str, Any], settings: AuthSettings) -> Container:
     return Container(
         id=str(row["id"]),
         name=row["name"],
@@ -51,9 +80,13 @@ def _container(row: dict[str, Any]) -> Container:
         reason=row["reason"],
         command=row["command"],
         env_names=sorted(row["env"] or {}),
+        secret_env_names=_secret_env_names(settings, row),
         cpu=float(row["cpu"]),
         memory_mb=row["memory_mb"],
         restart_policy=row["restart_policy"],
+        health_check=HealthCheck.model_validate(row["health_check"]) if row["health_check"] else None,
+        restart_count=row["restart_count"],
+        exit_code=row["exit_code"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -69,7 +102,7 @@ async def _owned(containers: ContainerStore, owner_id: str, container_id: str) -
 async def create_container(
     containers: ContainerStore,
     hosts: HostStore,
-    queue: JobQueue,
+    queue: HostJobQueues,
     settings: FunctionSettings,
     owner_id: str,
     plan: str,
@@ -113,10 +146,12 @@ async def create_container(
                 "service": body.service,
                 "command": body.command,
                 "env": body.env,
+                "secret_env": seal_env(settings, body.secret_env),
                 "ports": ports,
                 "cpu": body.cpu,
                 "memory_mb": body.memory_mb,
                 "restart_policy": body.restart_policy,
+                "health_check": health_check.model_dump() if (health_check := body.normalised_health_check()) else None,
                 "host_id": host["id"],
             },
         )
@@ -126,16 +161,24 @@ async def create_container(
     if row is None:
         await release_ports(hosts, PORT_OWNER_KIND, container_id)
         raise Conflict(f"You already have a container named {body.name}; pick another name or delete it first.")
-    await queue.send(Job(RECONCILE_CONTAINER, {"container_id": str(container_id)}))
-    return _container(row)
+    await queue.send(host["id"], Job(RECONCILE_CONTAINER, {"container_id": str(container_id)}))
+    return _container(row, settings)
 
 
-async def get_container(containers: ContainerStore, owner_id: str, container_id: str) -> Container:
-    return _container(await _owned(containers, owner_id, container_id))
+async def get_container(
+    containers: ContainerStore, settings: AuthSettings, owner_id: str, container_id: str
+) -> Container:
+    return _container(await _owned(containers, owner_id, container_id), settings)
 
 
 async def list_containers(
-    containers: ContainerStore, owner_id: str, limit: int, cursor: str | None, service: str | None, state: str | None
+    containers: ContainerStore,
+    settings: AuthSettings,
+    owner_id: str,
+    limit: int,
+    cursor: str | None,
+    service: str | None,
+    state: str | None,
 ) -> ContainerPage:
     if state is not None and state not in STATES:
         raise BadRequest(f"Unknown state {state!r}; one of {', '.join(STATES)}.")
@@ -143,7 +186,8 @@ async def list_containers(
     more = len(rows) > limit
     rows = rows[:limit]
     return ContainerPage(
-        items=[_container(row) for row in rows], next_cursor=encode_cursor(rows[-1]) if more and rows else None
+        items=[_container(row, settings) for row in rows],
+        next_cursor=encode_cursor(rows[-1]) if more and rows else None,
     )
 
 
@@ -157,7 +201,12 @@ _ACTIONS = {
 
 
 async def change_state(
-    containers: ContainerStore, queue: JobQueue, owner_id: str, container_id: str, action: str
+    containers: ContainerStore,
+    queue: HostJobQueues,
+    settings: AuthSettings,
+    owner_id: str,
+    container_id: str,
+    action: str,
 ) -> Container:
     """Record what the tenant wants and queue the host worker to converge on it."""
     desired, allowed_from = _ACTIONS[action]
@@ -168,23 +217,53 @@ async def change_state(
     payload: dict[str, Any] = {"container_id": str(updated["id"])}
     if action == "restart":
         payload["restart"] = True
-    await queue.send(Job(RECONCILE_CONTAINER, payload))
-    return _container(updated)
+    # To the queue of the host the container is on now (a move to another host commits before this reads).
+    await queue.send(updated["host_id"], Job(RECONCILE_CONTAINER, payload))
+    return _container(updated, settings)
+
+
+def _encode_event_cursor(event_id: int) -> str:
+    return base64.urlsafe_b64encode(f"event|{event_id}".encode()).decode().rstrip("=")
+
+
+def _decode_event_cursor(cursor: str) -> int:
+    """The event id a cursor continues after; 400 for anything this API did not give out."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, event_id = raw.partition("|")
+        if kind != "event" or not event_id.isdigit() or len(event_id) > 18:
+            raise ValueError(raw)
+        return int(event_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise BadRequest("The cursor is not one this API gave out; start again without it.") from exc
+
+
+async def container_events(
+    containers: ContainerStore, owner_id: str, container_id: str, limit: int, cursor: str | None
+) -> ContainerEventPage:
+    """The container's status and desired-state changes, newest first, a page at a time."""
+    before = _decode_event_cursor(cursor) if cursor else None
+    row = await _owned(containers, owner_id, container_id)
+    rows = await containers.events(str(row["id"]), limit + 1, before)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return ContainerEventPage(
+        items=[ContainerEvent(**{**event, "id": str(event["id"])}) for event in rows],
+        next_cursor=_encode_event_cursor(rows[-1]["id"]) if more and rows else None,
+    )
 
 
 async def container_logs(
-    containers: ContainerStore,
-    logs: LogReader,
-    owner_id: str,
-    container_id: str,
-    tail: int | None,
-    since: datetime | None,
+    containers: ContainerStore, owner_id: str, container_id: str, tail: int, since: str | None
 ) -> Logs:
+    """The newest ``tail`` lines the host worker shipped (at or after ``since``), oldest first, whatever the
+    container's status: logs outlive a stopped, failed, lost or deleted container."""
+    try:
+        after = parse_since(since) if since is not None else None
+    except ValueError as exc:
+        raise ValidationFailed(str(exc), details=[{"field": "since", "message": str(exc)}]) from exc
     row = await _owned(containers, owner_id, container_id)
-    if not row["docker_id"] or row["status"] == "deleted":
-        raise Conflict(f"Logs of {row['name']} are available once the container has run (it is {row['status']}).")
-    lines = await logs.container_logs(row["docker_id"], tail=tail, since=since)
-    return Logs(lines=[LogLine(**line) for line in lines])
+    return Logs(lines=[LogLine(**line) for line in await containers.logs(str(row["id"]), tail, after)])
 
 
 async def container_stats(

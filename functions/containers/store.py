@@ -11,8 +11,9 @@ from psycopg.types.json import Jsonb
 from shared.db import Database
 
 _COLUMNS = (
-    "id, owner_id, image_id, name, service, command, env, ports, cpu, memory_mb, restart_policy, host_id, "
-    "docker_id, desired_state, status, reason, created_at, updated_at"
+    "id, owner_id, image_id, name, service, command, env, secret_env, ports, cpu, memory_mb, restart_policy, "
+    "health_check, host_id, docker_id, desired_state, status, reason, restart_count, exit_code, created_at, "
+    "updated_at"
 )
 
 
@@ -45,8 +46,9 @@ class ContainerStore:
             )
             try:
                 cursor = await conn.execute(
-                    "INSERT INTO containers (id, owner_id, image_id, name, service, command, env, ports, cpu, "
-                    "memory_mb, restart_policy, host_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                    "INSERT INTO containers (id, owner_id, image_id, name, service, command, env, secret_env, "
+                    "ports, cpu, memory_mb, restart_policy, health_check, host_id) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
                     f"RETURNING {_COLUMNS}",
                     (
                         container_id,
@@ -56,10 +58,12 @@ class ContainerStore:
                         values["service"],
                         Jsonb(values["command"]) if values["command"] is not None else None,
                         Jsonb(values["env"]),
+                        values["secret_env"],
                         Jsonb(values["ports"]),
                         values["cpu"],
                         values["memory_mb"],
                         values["restart_policy"],
+                        Jsonb(values["health_check"]) if values["health_check"] is not None else None,
                         values["host_id"],
                     ),
                 )
@@ -118,6 +122,42 @@ class ContainerStore:
                 (desired, container_id, owner_id, list(allowed_from)),
             )
             return await cursor.fetchone()
+
+    async def events(self, container_id: str, limit: int, before_id: int | None) -> list[dict[str, Any]]:
+        """The container's status history, newest first; ``before_id`` is the previous page's last event id.
+        The caller checked the container is the tenant's."""
+        conditions = ["container_id = %s"]
+        params: list[Any] = [container_id]
+        if before_id is not None:
+            conditions.append("id < %s")
+            params.append(before_id)
+        params.append(limit)
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "SELECT id, ts, status, desired_state, reason FROM container_events "
+                f"WHERE {' AND '.join(conditions)} ORDER BY id DESC LIMIT %s",
+                params,
+            )
+            return await cursor.fetchall()
+
+    async def logs(self, container_id: str, tail: int, since: datetime | None) -> list[dict[str, Any]]:
+        """The container's newest ``tail`` shipped log lines (at or after ``since`` when given), oldest first.
+        The caller checked the container is the tenant's."""
+        conditions = ["container_id = %s"]
+        params: list[Any] = [container_id]
+        if since is not None:
+            conditions.append("ts >= %s")
+            params.append(since)
+        params.append(tail)
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                f"SELECT ts, stream, text FROM container_logs WHERE {' AND '.join(conditions)} "
+                "ORDER BY ts DESC, id DESC LIMIT %s",
+                params,
+            )
+            rows = await cursor.fetchall()
+        rows.reverse()
+        return rows
 
     async def stats(self, container_id: str, since: datetime | None, limit: int) -> list[dict[str, Any]]:
         """The container's newest ``limit`` samples (taken after ``since`` when given), oldest first. The caller

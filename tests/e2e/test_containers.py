@@ -1,20 +1,27 @@
 """Containers through the gateway: a user deploys the "web" test image, reaches it on its host port, stops,
-starts and deletes it; other tenants see nothing of it; bad input is a clear 4xx."""
+starts and deletes it; other tenants see nothing of it; bad input is a clear 4xx; secret environment stays
+sealed, health checks and the event history are answered, and logs are read from the shipped lines."""
 
 from __future__ import annotations
 
 import contextlib
+import secrets
 import time
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import docker
 import httpx
+import psycopg
 import pytest
 
+from shared.config import get_function_settings
 from shared.container_runtime import CONTAINER_ID_LABEL, OWNER_LABEL
-from tests.conftest import RUN_ID
+from shared.secrets import open_env
+from tests.conftest import RUN_ID, TEST_DATABASE_URL, RunningGateway, RunningWorker
 from tests.e2e.conftest import SignedInUser, sign_up_and_in
 from tests.e2e.test_images import upload_and_process
 from tests.support.docker_images import build_test_image, save_image
@@ -157,6 +164,7 @@ def test_deploy_reach_stop_start_delete(
         ("DELETE", f"/api/containers/{container['id']}"),
         ("GET", f"/api/containers/{container['id']}/logs"),
         ("GET", f"/api/containers/{container['id']}/stats"),
+        ("GET", f"/api/containers/{container['id']}/events"),
     ):
         refused = client.request(method, path, headers=other.auth_headers)
         assert refused.status_code == 404, (method, path, refused.text)
@@ -235,3 +243,150 @@ def test_stats_stay_tenant_scoped(client: httpx.Client) -> None:
     unknown = "00000000-0000-4000-8000-000000000000"
     answer = client.get(f"/api/containers/{unknown}/stats", headers=user.auth_headers)
     assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"
+
+
+def _sql(query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    with psycopg.connect(TEST_DATABASE_URL, autocommit=True) as conn:
+        cursor = conn.execute(query, params)
+        return cursor.fetchall() if cursor.description else []
+
+
+def test_secret_env_health_check_and_events(
+    client: httpx.Client, gateway: RunningGateway, worker: RunningWorker, web_archive: Path, owners: list[str]
+) -> None:
+    secret = "s3cr3t-" + secrets.token_hex(8)
+    # GIVEN a user with the "web" image ready
+    user = _user(client, owners)
+    image = upload_and_process(client, user, "web", web_archive)
+    assert image["status"] == "ready", image
+
+    # WHEN they deploy it with a secret environment and a tcp health check on its (default) port
+    created = _create(
+        client,
+        user,
+        {
+            "image_id": image["id"],
+            "name": "web-secret",
+            "env": {"MODE": "test"},
+            "secret_env": {"DB_PASSWORD": secret},
+            "ports": [{"container_port": 8080}],
+            "health_check": {"type": "tcp", "interval_seconds": 2},
+        },
+    )
+
+    # THEN the answer names the secret, never its value, and shows the normalised health check
+    assert created.status_code == 202, created.text
+    container = created.json()
+    assert container["secret_env_names"] == ["DB_PASSWORD"] and container["env_names"] == ["MODE"]
+    assert container["health_check"] == {
+        "type": "tcp",
+        "port": 8080,
+        "path": None,
+        "interval_seconds": 2,
+        "timeout_seconds": 2,
+        "retries": 3,
+        "start_period_seconds": 0,
+    }
+    assert (container["restart_count"], container["exit_code"]) == (0, None)
+    running = _wait_for(client, user, container["id"], "running")
+    assert running["secret_env_names"] == ["DB_PASSWORD"]
+
+    # AND PostgreSQL holds it sealed, opening to the value with the deployment's key
+    [(stored,)] = _sql("SELECT secret_env FROM containers WHERE id = %s", (container["id"],))
+    assert secret not in stored
+    assert open_env(get_function_settings(), stored) == {"DB_PASSWORD": secret}
+
+    # AND the event history shows it going from pending to running, newest first, in pages
+    events = client.get(f"/api/containers/{container['id']}/events", headers=user.auth_headers)
+    assert events.status_code == 200, events.text
+    statuses = [event["status"] for event in events.json()["items"]]
+    assert statuses[0] == "running" and statuses[-1] == "pending", statuses
+    first = client.get(f"/api/containers/{container['id']}/events?limit=1", headers=user.auth_headers).json()
+    assert first["items"] == events.json()["items"][:1] and first["next_cursor"]
+    second = client.get(
+        f"/api/containers/{container['id']}/events",
+        params={"limit": 1, "cursor": first["next_cursor"]},
+        headers=user.auth_headers,
+    ).json()
+    assert second["items"] == events.json()["items"][1:2]
+
+    # AND no answer of any route carries the value
+    for path in (
+        f"/api/containers/{container['id']}",
+        "/api/containers",
+        f"/api/containers/{container['id']}/events",
+        f"/api/containers/{container['id']}/logs",
+    ):
+        answer = client.get(path, headers=user.auth_headers)
+        assert answer.status_code == 200, (path, answer.text)
+        assert secret not in answer.text, path
+    deleted = client.delete(f"/api/containers/{container['id']}", headers=user.auth_headers)
+    assert deleted.status_code == 202 and secret not in deleted.text
+    _wait_for(client, user, container["id"], "deleted")
+
+    # AND neither the gateway (with the function) nor the host worker that started it logged the value
+    assert secret not in gateway.access_log()
+    assert secret not in worker.log()
+
+
+def test_bad_secret_env_and_health_checks_are_a_clear_422(client: httpx.Client) -> None:
+    user = sign_up_and_in(client)
+    good = {"image_id": str(uuid.uuid4()), "name": "ok", "ports": [{"container_port": 8080}]}
+    for change in (
+        {"env": {"TOKEN": "a"}, "secret_env": {"TOKEN": "hidden-value"}},
+        {"secret_env": {"BAD NAME": "hidden-value"}},
+        {"health_check": {"type": "udp"}},
+        {"health_check": {"type": "http", "path": "no-slash"}},
+        {"health_check": {"type": "tcp", "path": "/"}},
+        {"health_check": {"type": "http", "interval_seconds": 5, "timeout_seconds": 6}},
+        {"health_check": {"type": "http"}, "ports": []},
+        {"health_check": {"type": "http", "shell": "curl"}},
+    ):
+        answer = client.post("/api/containers", json={**good, **change}, headers=user.auth_headers)
+        assert answer.status_code == 422, (change, answer.text)
+        assert answer.headers["content-type"].startswith("application/json")
+        assert answer.json()["error"]["message"] and "hidden-value" not in answer.text
+
+
+def test_logs_are_read_from_the_shipped_lines(client: httpx.Client) -> None:
+    # GIVEN a user's container that ran and was deleted (a tombstone), with lines its host worker shipped
+    user = sign_up_and_in(client)
+    other = sign_up_and_in(client)
+    image_id, container_id = str(uuid.uuid4()), str(uuid.uuid4())
+    _sql(
+        "INSERT INTO images (id, owner_id, name, tag, object_key, status) VALUES (%s, %s, 'web', 'v1', 'k', 'ready')",
+        (image_id, user.id),
+    )
+    _sql(
+        "INSERT INTO containers (id, owner_id, image_id, name, cpu, memory_mb, status, desired_state) "
+        "VALUES (%s, %s, %s, 'gone', 0.5, 256, 'deleted', 'deleted')",
+        (container_id, user.id, image_id),
+    )
+    start = datetime(2031, 6, 1, tzinfo=UTC)
+    for i in range(5):
+        _sql(
+            "INSERT INTO container_logs (container_id, ts, stream, text) VALUES (%s, %s, %s, %s)",
+            (container_id, start + timedelta(seconds=i), "stderr" if i == 4 else "stdout", f"line {i}"),
+        )
+    path = f"/api/containers/{container_id}/logs"
+
+    # THEN the owner reads them through the gateway: tail, since (unix seconds or RFC 3339), oldest first
+    lines = client.get(path, params={"tail": 2}, headers=user.auth_headers)
+    assert lines.status_code == 200, lines.text
+    assert [(line["text"], line["stream"]) for line in lines.json()["lines"]] == [
+        ("line 3", "stdout"),
+        ("line 4", "stderr"),
+    ]
+    since = start + timedelta(seconds=2)
+    for value in (str(int(since.timestamp())), "2031-06-01T02:00:02+02:00"):
+        answer = client.get(path, params={"since": value}, headers=user.auth_headers)
+        assert [line["text"] for line in answer.json()["lines"]] == ["line 2", "line 3", "line 4"], value
+
+    # AND bad parameters are a 422 JSON error, and another tenant gets 404
+    for params in ({"since": "last tuesday"}, {"tail": 0}, {"tail": 5001}):
+        answer = client.get(path, params=params, headers=user.auth_headers)
+        assert answer.status_code == 422, (params, answer.text)
+        assert answer.json()["error"]["code"] == "validation_failed"
+    refused = client.get(path, headers=other.auth_headers)
+    assert refused.status_code == 404 and refused.json()["error"]["code"] == "not_found"
+    _sql("DELETE FROM users WHERE id = ANY(%s)", ([user.id, other.id],))

@@ -286,8 +286,15 @@ async def test_labelled_containers_are_listed_with_their_labels(web: dict[str, A
     assert mine["labels"][CONTAINER_ID_LABEL] == web["spec"].labels[CONTAINER_ID_LABEL]
     assert mine["labels"][OWNER_LABEL] == web["spec"].labels[OWNER_LABEL]
 
+    # AND a label value narrows the listing to the containers carrying exactly that value
+    record_id = web["spec"].labels[CONTAINER_ID_LABEL]
+    assert [item["id"] for item in await runtime.list_labelled_containers(CONTAINER_ID_LABEL, record_id)] == [web["id"]]
+    assert await runtime.list_labelled_containers(CONTAINER_ID_LABEL, record_id + "-other") == []
 
-async def test_stop_then_remove_twice(runtime: DockerRuntime, web_image: str, network: str, cleanup: list[str]) -> None:
+
+async def test_stop_then_remove_twice(
+    runtime: DockerRuntime, web_image: str, network: str, cleanup: list[str], docker_client: Any
+) -> None:
     # GIVEN a running container
     spec = _spec(web_image, network)
     cleanup.append(spec.name)
@@ -296,6 +303,11 @@ async def test_stop_then_remove_twice(runtime: DockerRuntime, web_image: str, ne
     await runtime.start_container(container_id)
     running = await runtime.container_state(container_id)
     assert running is not None and running["status"] == "running" and running["started_at"] is not None
+    # AND it has an address on its network, where the worker's health checks reach it
+    address = running["ip_addresses"][network]
+    assert (
+        address == docker_client.api.inspect_network(network)["Containers"][container_id]["IPv4Address"].split("/")[0]
+    )
 
     # WHEN it is stopped THEN its state says so, with an exit code and a finish time
     await runtime.stop_container(container_id, timeout_seconds=2)
@@ -305,6 +317,7 @@ async def test_stop_then_remove_twice(runtime: DockerRuntime, web_image: str, ne
     assert isinstance(stopped["exit_code"], int)
     assert stopped["finished_at"] is not None and stopped["finished_at"] >= running["started_at"]
     assert stopped["oom_killed"] is False and stopped["health"] is None
+    assert stopped["ip_addresses"] == {}  # Docker gives a stopped container no address
 
     # AND removing it twice is fine; afterwards there is no state
     assert await runtime.remove_container(container_id) is True

@@ -258,3 +258,23 @@ async def test_the_worker_registers_its_host_and_marks_silent_ones_down(
     gone = await store.get(silent)
     assert gone is not None
     assert gone["status"] == "down"
+
+
+async def test_least_busy_host_leaves_out_excluded_silent_and_down_hosts(
+    store: HostStore, database: Database, host_ids: Callable[[], str]
+) -> None:
+    # GIVEN a live host, a host that fell silent and a host marked down
+    live, silent, down = host_ids(), host_ids(), host_ids()
+    for host_id in (live, silent, down):
+        await register_host(store, host_id, "127.0.0.1", 1, 512)
+    await _set_silence(database, silent, 120)
+    async with database.transaction() as conn:
+        await conn.execute("UPDATE hosts SET status = 'down' WHERE id = %s", (down,))
+    others = [host.id for host in await live_hosts(store) if host.id not in (live, silent, down)]
+
+    # WHEN placement may use any host but other tests' ones, THEN only the live host qualifies
+    chosen = await store.least_busy_host(30, exclude=others)
+    assert chosen is not None and chosen["id"] == live
+
+    # AND excluding it too leaves nothing: silent and down hosts are never chosen
+    assert await store.least_busy_host(30, exclude=[*others, live]) is None

@@ -1,22 +1,30 @@
 """The host worker against a real SQS (moto server), PostgreSQL and Docker: delivery, retries, the
-dead-letter queue and the removal of orphaned images."""
+dead-letter queue, the removal of orphaned images, and the two queues it polls (its host's own, for
+container jobs, and the shared one, for image jobs) sharing its slots and its drain."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import os
 import secrets
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
 
-from shared.jobs import Job
+from shared.container_runtime import CONTAINER_ID_LABEL
+from shared.db import Database, get_database
+from shared.host_store import HostStore
+from shared.jobs import JOBS_MAX_RECEIVE_COUNT, Job, get_host_job_queue, get_job_queue, host_queue_name
 from shared.local_stack import LocalStackSettings, ensure_aws_resources
 from shared.storage import aws_client
+from tests.conftest import RUN_ID
+from tests.integration.test_rescheduling import create_tenant, place_container, remove_tenant
 from worker import main as worker_main
 from worker.image_jobs import JobRetry, collect_orphan_images
 from worker.main import Worker, build_worker
@@ -146,3 +154,222 @@ async def test_orphaned_images_are_removed_and_others_left_alone(
         for reference in (live, deleted, foreign):
             with contextlib.suppress(docker.errors.ImageNotFound):  # already gone is fine
                 docker_client.images.remove(reference)
+
+
+# ------------------------------------------------------------------------ the host queue and the shared one
+
+
+@pytest.fixture
+async def job_queues(local_aws: str) -> AsyncIterator[dict[str, Any]]:
+    """A shared job queue and dead-letter queue of the test's own (the usual redrive); every queue named
+    after them (the host queues workers create) is removed afterwards."""
+    name = f"jobs-{secrets.token_hex(4)}"
+    settings = LocalStackSettings(jobs_queue=name, jobs_dead_letter_queue=name + "-dlq")
+    urls = ensure_aws_resources(settings, local_aws)
+    sqs = aws_client("sqs", WorkerSettings())
+    yield {"name": name, "dead_letter": name + "-dlq", "sqs": sqs, **urls}
+    for url in sqs.list_queues(QueueNamePrefix=name).get("QueueUrls", []):
+        sqs.delete_queue(QueueUrl=url)
+
+
+def _host_worker(job_queues: dict[str, Any], host_id: str, **overrides: Any) -> Worker:
+    settings = WorkerSettings(
+        jobs_queue=job_queues["name"],
+        jobs_dead_letter_queue=job_queues["dead_letter"],
+        host_id=host_id,
+        host_heartbeat_seconds=0.5,
+        worker_wait_seconds=1,
+        worker_visibility_seconds=10,
+        cluster_id=f"test-{RUN_ID}",
+        **overrides,
+    )
+    return build_worker(settings)
+
+
+async def _eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 60) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.2)
+
+
+def _queue_is_empty(sqs: Any, url: str) -> bool:
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return (
+        attributes["ApproximateNumberOfMessages"] == "0" and attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
+    )
+
+
+@pytest.fixture
+async def test_host(database: Database) -> AsyncIterator[str]:
+    """A host id of the test's own; its record (and, by cascade, its ports) is removed afterwards."""
+    host_id = f"test-worker-{secrets.token_hex(5)}"
+    yield host_id
+    async with database.transaction() as conn:
+        await conn.execute("DELETE FROM containers WHERE host_id = %s", (host_id,))
+        await conn.execute("DELETE FROM hosts WHERE id = %s", (host_id,))
+
+
+@pytest.fixture
+async def database() -> Database:
+    return get_database(os.environ["BERTH_DATABASE_URL"])
+
+
+async def test_the_worker_takes_container_jobs_from_its_host_queue_and_image_jobs_from_the_shared_one(
+    job_queues: dict[str, Any],
+    test_host: str,
+    database: Database,
+    docker_client: Any,
+    findings_archive: Path,
+) -> None:
+    from tests.support.docker_images import build_test_image
+
+    sqs = job_queues["sqs"]
+    store = HostStore(database)
+    web = build_test_image(docker_client, "web", f"berth-test/web:{RUN_ID}-worker")
+    tenant = await create_tenant(database, docker_client, web)
+    worker = _host_worker(job_queues, test_host)
+    settings = worker.settings
+    findings_key = f"uploads/{tenant.owner_id}/findings.tar"
+    task = asyncio.create_task(worker.run())
+    try:
+        # GIVEN a worker that started on a host of its own
+        async def registered() -> bool:
+            return await store.get(test_host) is not None
+
+        await _eventually(registered, "the host to register")
+
+        # THEN its host's queue exists, dead-lettering to the shared dead-letter queue
+        host_queue_url = sqs.get_queue_url(QueueName=host_queue_name(settings, test_host))["QueueUrl"]
+        attributes = sqs.get_queue_attributes(QueueUrl=host_queue_url, AttributeNames=["All"])["Attributes"]
+        dead_letter_arn = sqs.get_queue_attributes(
+            QueueUrl=job_queues["dead_letter_queue"], AttributeNames=["QueueArn"]
+        )["Attributes"]["QueueArn"]
+        assert json.loads(attributes["RedrivePolicy"]) == {
+            "deadLetterTargetArn": dead_letter_arn,
+            "maxReceiveCount": JOBS_MAX_RECEIVE_COUNT,
+        }
+        assert attributes["VisibilityTimeout"] == str(settings.worker_visibility_seconds)
+
+        # WHEN a container on that host is to run (its job on the host's queue) and an uploaded image is
+        # to be processed (its job on the shared queue)
+        container_id = await place_container(database, store, tenant, test_host, status="pending")
+        await get_host_job_queue(settings, test_host).send(Job("container.reconcile", {"container_id": container_id}))
+        await asyncio.to_thread(
+            aws_client("s3", settings).upload_file, str(findings_archive), settings.images_bucket, findings_key
+        )
+        async with database.transaction() as conn:
+            cursor = await conn.execute(
+                "INSERT INTO images (owner_id, name, tag, status, object_key) "
+                "VALUES (%s, 'findings', '1', 'uploaded', %s) RETURNING id",
+                (tenant.owner_id, findings_key),
+            )
+            image = await cursor.fetchone()
+        assert image is not None
+        await get_job_queue(settings).send(Job("image.process", {"image_id": str(image["id"])}))
+
+        # THEN the worker does both: the container runs in Docker and the image is ready
+        async def both_done() -> bool:
+            async with database.transaction() as conn:
+                cursor = await conn.execute(
+                    "SELECT (SELECT status FROM containers WHERE id = %s) AS container, "
+                    "(SELECT status FROM images WHERE id = %s) AS image",
+                    (container_id, image["id"]),
+                )
+                row = await cursor.fetchone()
+            assert row is not None and "failed" not in (row["container"], row["image"]), row
+            return (row["container"], row["image"]) == ("running", "ready")
+
+        await _eventually(both_done, "the container to run and the image to be ready")
+        [running] = docker_client.containers.list(filters={"label": f"{CONTAINER_ID_LABEL}={container_id}"})
+        assert running.status == "running"
+        assert _queue_is_empty(sqs, host_queue_url)
+        assert _queue_is_empty(sqs, job_queues["jobs_queue"])
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 30)
+        await remove_tenant(database, docker_client, tenant)
+        with contextlib.suppress(docker.errors.APIError):
+            docker_client.images.remove(f"berth/{tenant.owner_id}/findings:1")
+        with contextlib.suppress(docker.errors.APIError):
+            docker_client.images.remove(f"berth-test/web:{RUN_ID}-worker")
+        aws_client("s3", settings).delete_object(Bucket=settings.images_bucket, Key=findings_key)
+
+
+async def test_both_queues_share_the_concurrency_slots(
+    job_queues: dict[str, Any], test_host: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running: list[str] = []
+    most = 0
+    done: list[str] = []
+
+    async def counted(context: Any, payload: dict[str, Any]) -> None:
+        nonlocal most
+        running.append(payload["n"])
+        most = max(most, len(running))
+        await asyncio.sleep(0.4)
+        running.remove(payload["n"])
+        done.append(payload["n"])
+
+    monkeypatch.setitem(worker_main.HANDLERS, "test.counted", (counted, None))
+    worker = _host_worker(job_queues, test_host, worker_concurrency=2)
+    task = asyncio.create_task(worker.run())
+    try:
+        # GIVEN jobs waiting on both queues, more than the worker may run at once
+        await _eventually(lambda: _ready(worker), "the host queue to open")
+        host_queue = get_host_job_queue(worker.settings, test_host)
+        shared_queue = get_job_queue(worker.settings)
+        for n in range(4):
+            await host_queue.send(Job("test.counted", {"n": f"host-{n}"}))
+            await shared_queue.send(Job("test.counted", {"n": f"shared-{n}"}))
+
+        # WHEN the worker takes them, THEN all are done, never more than two at a time
+        async def all_done() -> bool:
+            return len(done) == 8
+
+        await _eventually(all_done, "every job to be done")
+        assert sorted(done) == sorted([f"host-{n}" for n in range(4)] + [f"shared-{n}" for n in range(4)])
+        assert most <= 2
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def test_a_stop_stops_polling_both_queues_and_lets_jobs_in_flight_finish(
+    job_queues: dict[str, Any], test_host: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = asyncio.Event()
+    finished: list[str] = []
+
+    async def slow(context: Any, payload: dict[str, Any]) -> None:
+        started.set()
+        await asyncio.sleep(1.5)
+        finished.append(payload["n"])
+
+    monkeypatch.setitem(worker_main.HANDLERS, "test.slow", (slow, None))
+    worker = _host_worker(job_queues, test_host)
+    task = asyncio.create_task(worker.run())
+    # GIVEN a job running from the host's queue
+    await _eventually(lambda: _ready(worker), "the host queue to open")
+    host_queue = get_host_job_queue(worker.settings, test_host)
+    await host_queue.send(Job("test.slow", {"n": "in-flight"}))
+    await asyncio.wait_for(started.wait(), 30)
+
+    # WHEN the worker is told to stop, and more jobs arrive on both queues meanwhile
+    worker.stop()
+    await host_queue.send(Job("test.slow", {"n": "late-host"}))
+    await get_job_queue(worker.settings).send(Job("test.slow", {"n": "late-shared"}))
+    await asyncio.wait_for(task, 30)
+
+    # THEN the job in flight finished and was acknowledged; the late ones wait for another worker
+    assert finished == ["in-flight"]
+    sqs = job_queues["sqs"]
+    host_url = sqs.get_queue_url(QueueName=host_queue_name(worker.settings, test_host))["QueueUrl"]
+    assert [json.loads(body)["payload"]["n"] for body in _messages(sqs, host_url)] == ["late-host"]
+    assert [json.loads(body)["payload"]["n"] for body in _messages(sqs, job_queues["jobs_queue"])] == ["late-shared"]
+
+
+async def _ready(worker: Worker) -> bool:
+    return worker.host_queue is not None
