@@ -116,9 +116,11 @@ async def test_forged_and_tampered_tokens_are_refused(
         _assert_refused(response, "invalid_token")
 
 
-def test_a_not_built_route_needs_a_token_then_answers_501(client: httpx.Client, signed_in_user: SignedInUser) -> None:
+def test_a_protected_route_needs_a_token_and_a_not_built_one_answers_501(
+    client: httpx.Client, signed_in_user: SignedInUser
+) -> None:
     _assert_refused(client.get("/api/images"), "missing_token")
-    response = client.post("/api/load-balancer/listeners", headers=signed_in_user.auth_headers)
+    response = client.get("/ui/", headers=signed_in_user.auth_headers)
     assert response.status_code == 501, response.text
     assert response.json()["error"]["code"] == "not_implemented"
 

@@ -149,7 +149,7 @@ def test_functions_run_in_processes_of_their_own(
     client: httpx.Client, gateway: RunningGateway, signed_in_user: SignedInUser
 ) -> None:
     assert client.get("/api/auth/me", headers=signed_in_user.auth_headers).status_code == 200
-    assert client.get("/api/load-balancer/listeners", headers=signed_in_user.auth_headers).status_code == 501
+    assert client.get("/ui/", headers=signed_in_user.auth_headers).status_code == 501
     gateway_pid = gateway.process.pid
     auth = function_pids(gateway_pid, "functions.auth.app:handler")
     not_built = function_pids(gateway_pid, "functions.not_built.app:handler")

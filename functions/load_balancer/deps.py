@@ -1,0 +1,49 @@
+"""Dependencies of the load-balancer routes: settings, the listener store and lb-runtime's stats."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import httpx
+from fastapi import Depends
+
+from functions.load_balancer.store import ListenerStore
+from shared.config import FunctionSettings, get_function_settings
+from shared.db import get_database
+from shared.errors import ServiceUnavailable
+
+
+class LbRuntimeStats:
+    """Per-listener traffic figures from lb-runtime's admin API (``GET /stats``)."""
+
+    def __init__(self, admin_url: str) -> None:
+        self._url = admin_url.rstrip("/") + "/stats"
+
+    async def listener_stats(self, listener_id: str) -> dict[str, Any] | None:
+        try:
+            async with httpx.AsyncClient(timeout=2.0) as client:
+                answer = await client.get(self._url, params={"listener": listener_id})
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailable("lb-runtime cannot be reached for traffic figures; try again shortly.") from exc
+        if answer.status_code == 404:
+            return None
+        if answer.status_code != 200:
+            raise ServiceUnavailable(f"lb-runtime answered {answer.status_code} for traffic figures; try again.")
+        figures = answer.json()
+        listeners = figures.get("listeners", {}) if isinstance(figures, dict) else {}
+        found = listeners.get(listener_id)
+        return found if isinstance(found, dict) else None
+
+
+async def _listeners() -> ListenerStore:
+    settings = get_function_settings()
+    return ListenerStore(get_database(settings.database_url, settings.database_pool_max))
+
+
+async def _traffic() -> LbRuntimeStats:
+    return LbRuntimeStats(get_function_settings().lb_admin_url)
+
+
+Settings = Annotated[FunctionSettings, Depends(get_function_settings)]
+Listeners = Annotated[ListenerStore, Depends(_listeners)]
+Traffic = Annotated[LbRuntimeStats, Depends(_traffic)]

@@ -1,0 +1,3 @@
+DROP TRIGGER listeners_notify ON listeners;
+DROP FUNCTION notify_listeners_changed();
+DROP TABLE listeners;
