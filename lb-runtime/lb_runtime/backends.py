@@ -1,0 +1,171 @@
+"""Per-instance runtime state (in flight, health, ejection, idle upstream connections) and the balancers.
+
+State outlives route tables: an instance that stays in the snapshot keeps its counters, health and pool
+across swaps; one that leaves is marked removed (drained: no new requests, in-flight ones finish).
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+from collections.abc import Sequence
+from typing import Any
+
+from lb_runtime.snapshot import Instance
+
+# Upper bounds (seconds) of the latency histogram buckets, Prometheus style.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+
+class Backend:
+    """One instance of one listener, as the proxy sees it."""
+
+    __slots__ = (
+        "active",
+        "address",
+        "bucket_counts",
+        "connections_opened",
+        "current_weight",
+        "ejected_until",
+        "failures",
+        "health_failures",
+        "health_successes",
+        "healthy",
+        "id",
+        "idle",
+        "latency_sum",
+        "listener_id",
+        "port",
+        "probed",
+        "removed",
+        "stats",
+        "status_counts",
+        "weight",
+    )
+
+    def __init__(self, listener_id: str, instance: Instance, *, checked: bool) -> None:
+        self.listener_id = listener_id
+        self.id = instance.id
+        self.address = instance.address
+        self.port = instance.port
+        self.weight = instance.weight
+        self.current_weight = 0
+        self.active = 0
+        # With an active health check an instance gets traffic only once a check has passed.
+        self.healthy = not checked
+        self.probed = False
+        self.health_successes = 0
+        self.health_failures = 0
+        self.ejected_until = 0.0
+        self.failures = 0
+        self.removed = False
+        self.idle: list[Any] = []  # idle upstream connections, most recently used last
+        self.connections_opened = 0
+        # Requests by status class: index 0 is "no answer from upstream" (counted as 5xx by the proxy's answer).
+        self.status_counts = [0, 0, 0, 0, 0, 0]
+        self.bucket_counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
+        self.stats: Any = None  # the listener's ListenerStats, set by the listener that serves this backend
+
+    @property
+    def available(self) -> bool:
+        if not self.healthy or self.removed:
+            return False
+        return self.ejected_until == 0.0 or self.ejected_until <= time.monotonic()
+
+    def eject(self, seconds: float) -> None:
+        """Keep new traffic away for ``seconds`` after a failed connect or request."""
+        self.failures += 1
+        if seconds > 0:
+            self.ejected_until = time.monotonic() + seconds
+
+    def record(self, status: int, seconds: float, now: float | None = None) -> None:
+        """Count one finished request (here and in the listener's stats); status 0 is a failed TCP connection."""
+        self.status_counts[status // 100 if 100 <= status < 600 else 0] += 1
+        self.bucket_counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.latency_sum += seconds
+        if self.stats is not None:
+            self.stats.record(seconds, status >= 500 or status < 100, now)
+
+    def close_idle(self) -> None:
+        """Close every idle upstream connection (the instance left or the proxy stops)."""
+        idle, self.idle = self.idle, []
+        for connection in idle:
+            connection.close()
+
+    def __repr__(self) -> str:
+        return f"Backend({self.listener_id}/{self.id} {self.address}:{self.port})"
+
+
+class Balancer:
+    """Picks an available backend for each new request or connection, by the listener's algorithm."""
+
+    __slots__ = ("_next", "algorithm", "backends", "pick")
+
+    def __init__(self, algorithm: str, backends: Sequence[Backend]) -> None:
+        self.algorithm = algorithm
+        self.backends: tuple[Backend, ...] = tuple(backends)
+        self._next = 0
+        self.pick = {
+            "round_robin": self._round_robin,
+            "least_connections": self._least_connections,
+            "weighted": self._smooth_weighted,
+        }[algorithm]
+
+    def _round_robin(self, exclude: Any = ()) -> Backend | None:
+        backends = self.backends
+        count = len(backends)
+        start = self._next
+        for offset in range(count):
+            backend = backends[(start + offset) % count]
+            if backend.available and backend not in exclude:
+                self._next = (start + offset + 1) % count
+                return backend
+        return None
+
+    def _least_connections(self, exclude: Any = ()) -> Backend | None:
+        # Ties go round robin, so equal backends share the load instead of the first one taking it all.
+        backends = self.backends
+        count = len(backends)
+        start = self._next
+        best: Backend | None = None
+        best_index = 0
+        for offset in range(count):
+            index = (start + offset) % count
+            backend = backends[index]
+            if backend.available and backend not in exclude and (best is None or backend.active < best.active):
+                best, best_index = backend, index
+        if best is not None:
+            self._next = (best_index + 1) % count
+        return best
+
+    def _smooth_weighted(self, exclude: Any = ()) -> Backend | None:
+        # nginx's smooth weighted round robin: every candidate gains its weight, the richest is picked and
+        # pays the total back; 3:1 gives a a b a, not a a a b.
+        total = 0
+        best: Backend | None = None
+        for backend in self.backends:
+            if not backend.available or backend in exclude:
+                continue
+            backend.current_weight += backend.weight
+            total += backend.weight
+            if best is None or backend.current_weight > best.current_weight:
+                best = backend
+        if best is not None:
+            best.current_weight -= total
+        return best

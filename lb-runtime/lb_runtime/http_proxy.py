@@ -1,0 +1,751 @@
+"""HTTP/1.1 mode: keep-alive on both sides, an idle upstream connection pool per instance, bodies streamed.
+
+Everything on the hot path is a callback of a low-level asyncio Protocol (no task per request, no
+per-request logging): a request whose instance has an idle pooled connection is forwarded synchronously
+from the parser's callbacks. Only a new upstream connection needs a task (the connect is awaited).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import os
+from http import HTTPStatus
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+import httptools
+
+from lb_runtime.backends import Backend
+
+if TYPE_CHECKING:
+    from lb_runtime.listeners import ListenerState
+
+# Hop-by-hop headers (RFC 9110 7.6.1) never cross the proxy; framing is re-made on each side.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+_REQUEST_ID_PREFIX = os.urandom(10).hex().encode()
+_request_counter = 0
+MAX_BUFFERED_BODY = 256 * 1024
+# Status lines with the standard reason phrases (the upstream's own phrase is not kept: one callback less).
+STATUS_LINES = {status.value: b"HTTP/1.1 %d %s\r\n" % (status.value, status.phrase.encode()) for status in HTTPStatus}
+_PAUSE_PIPELINE = 1
+_PAUSE_UPSTREAM = 2
+_PAUSE_CONNECTING = 4
+
+
+_connecting: set[asyncio.Task[None]] = set()
+
+
+def keep_task(task: asyncio.Task[None]) -> None:
+    """Hold a reference to a connect task until it ends (the loop keeps only a weak one)."""
+    _connecting.add(task)
+    task.add_done_callback(_connecting.discard)
+
+
+class HeadersTooLarge(Exception):
+    """The request's line and headers exceed the configured bound."""
+
+
+def next_request_id() -> bytes:
+    """A request id unique in this process (random prefix, counter), shaped like the project's uuid hex ids."""
+    global _request_counter
+    _request_counter += 1
+    return _REQUEST_ID_PREFIX + b"%012x" % (_request_counter & 0xFFFFFFFFFFFF)
+
+
+def error_response(status: int, code: str, message: str, request_id: bytes, *, close: bool) -> bytes:
+    """A complete HTTP/1.1 response with the project's JSON error body."""
+    body = json.dumps({"error": {"code": code, "message": message, "request_id": request_id.decode()}}).encode()
+    reason = {
+        400: b"Bad Request",
+        431: b"Request Header Fields Too Large",
+        502: b"Bad Gateway",
+        503: b"Service Unavailable",
+        504: b"Gateway Timeout",
+    }.get(status, b"Error")
+    return b"".join(
+        (
+            b"HTTP/1.1 %d %s\r\n" % (status, reason),
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body),
+            b"X-Request-Id: %s\r\n" % request_id,
+            b"Connection: close\r\n\r\n" if close else b"\r\n",
+            body,
+        )
+    )
+
+
+class RequestCycle:
+    """One request and its response, from the client's headers to the last byte of the answer."""
+
+    __slots__ = (
+        "backend",
+        "body",
+        "body_sent",
+        "body_size",
+        "chunked",
+        "head",
+        "http10",
+        "keep_alive",
+        "method",
+        "request_complete",
+        "request_id",
+        "response_mode",
+        "response_started",
+        "retried",
+        "started",
+        "status",
+        "tried",
+        "upstream",
+    )
+
+    def __init__(self) -> None:
+        self.method = b""
+        self.head = b""
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self.body_sent = False
+        self.chunked = False
+        self.keep_alive = True
+        self.http10 = False
+        self.request_complete = False
+        self.request_id = b""
+        self.backend: Backend | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.response_started = False
+        self.response_mode = 0  # 0 length-delimited or none, 1 chunked to the client, 2 close-delimited
+        self.status = 0
+        self.started = 0.0
+        self.retried = False
+        self.tried: list[Backend] = []
+
+
+class HttpClientConnection(asyncio.Protocol):
+    """One client connection to an HTTP listener: parses requests, forwards them, streams answers back."""
+
+    def __init__(self, listener: ListenerState) -> None:
+        self.listener = listener
+        self.settings = listener.settings
+        self.loop = listener.loop
+        self.transport: Any = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.client_ip = b""
+        self.queue: list[RequestCycle] = []  # requests received, the first one being served
+        self.parsing: RequestCycle | None = None
+        self.headers: list[bytes] = []
+        self.url = b""
+        self.header_bytes = 0
+        self.forwarded_for = b""
+        self.incoming_request_id = b""
+        self.connection_tokens = b""
+        self.closed = False
+        self.read_paused = 0
+        self.write_paused = False
+        self.deadline = 0.0
+        # While an upstream read is parsed, answers collect here and go out in one write (head and body).
+        self.buffering = False
+        self.out: list[bytes] = []
+        self.client_eof = False
+
+    # --- connection life -------------------------------------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        listener = self.listener
+        listener.connections.add(self)
+        listener.stats.connections_total += 1
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0].encode() if peer else b""
+        if len(listener.connections) > self.settings.max_connections or listener.closing:
+            transport.write(error_response(503, "overloaded", "too many connections", next_request_id(), close=True))
+            self.close()
+            return
+        self.deadline = self.loop.time() + self.settings.client_idle_timeout_seconds
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.listener.connections.discard(self)
+        for cycle in self.queue:
+            self._abandon(cycle)
+        self.queue.clear()
+        self.listener.connection_closed()
+
+    def _abandon(self, cycle: RequestCycle) -> None:
+        # The client is gone: an upstream mid-response cannot be reused.
+        upstream = cycle.upstream
+        if upstream is not None:
+            upstream.client = None
+            upstream.cycle = None
+            upstream.close()
+            cycle.upstream = None
+        if cycle.backend is not None:
+            cycle.backend.active -= 1
+            cycle.backend = None
+
+    def close(self) -> None:
+        if not self.closed:
+            if self.out:
+                self.flush()
+            self.closed = True
+            self.transport.close()
+
+    def write(self, data: bytes) -> None:
+        if self.buffering:
+            self.out.append(data)
+        else:
+            self.transport.write(data)
+
+    def flush(self) -> None:
+        """Send what the upstream's answer produced during one read, in one write."""
+        out = self.out
+        if out:
+            self.out = []
+            if not self.closed:
+                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.queue and self.queue[0].upstream is not None:
+            self.queue[0].upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.queue and self.queue[0].upstream is not None:
+            self.queue[0].upstream.resume_reading()
+
+    def pause_reading(self, reason: int) -> None:
+        if not self.read_paused and not self.closed:
+            self.transport.pause_reading()
+        self.read_paused |= reason
+
+    def resume_reading(self, reason: int) -> None:
+        if self.read_paused & reason:
+            self.read_paused &= ~reason
+            if not self.read_paused and not self.closed:
+                self.transport.resume_reading()
+
+    def eof_received(self) -> bool:
+        # A client may half-close after its request: answer what is in flight, then close.
+        self.client_eof = True
+        return bool(self.queue)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # upgrades are not proxied: the Upgrade header was stripped and the request forwarded as is
+        except httptools.HttpParserError as exc:
+            # httptools wraps an exception raised in a callback; the original is its context.
+            if isinstance(exc.__context__, HeadersTooLarge):
+                self._reject(431, "headers_too_large", "request line and headers are too large")
+            else:
+                self._reject(400, "bad_request", "malformed HTTP request")
+
+    def _reject(self, status: int, code: str, message: str) -> None:
+        if self.queue and self.queue[0].response_started:
+            self.close()
+            return
+        for cycle in self.queue:
+            self._abandon(cycle)
+        self.queue.clear()
+        if not self.closed:
+            self.transport.write(error_response(status, code, message, next_request_id(), close=True))
+        self.close()
+
+    def drain(self) -> None:
+        """Stop taking requests on this connection: close now if idle, else after the current answer."""
+        if not self.queue and self.parsing is None:
+            self.close()
+
+    def check_deadline(self, now: float) -> None:
+        """Called by the listener's sweeper: enforce idle and upstream read timeouts."""
+        if self.queue:
+            upstream = self.queue[0].upstream
+            if upstream is not None and upstream.deadline and upstream.deadline < now:
+                self._upstream_timed_out(self.queue[0])
+        elif self.deadline and self.deadline < now:
+            self.close()
+
+    # --- request parsing (httptools callbacks) ------------------------------------------------------------
+
+    def on_url(self, url: bytes) -> None:
+        # A request starts here (no on_message_begin: one callback less per request). The idle deadline set
+        # when the connection went idle also bounds how long the headers may take.
+        if self.parsing is None:
+            self.parsing = RequestCycle()
+            self.headers = []
+            self.url = url
+            self.header_bytes = len(url)
+            self.forwarded_for = b""
+            self.incoming_request_id = b""
+            self.connection_tokens = b""
+        else:
+            self.url += url
+            self.header_bytes += len(url)
+        if self.header_bytes > self.settings.max_header_bytes:
+            raise HeadersTooLarge
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value) + 4
+        if self.header_bytes > self.settings.max_header_bytes:
+            raise HeadersTooLarge
+        lower = name.lower()
+        if lower in HOP_BY_HOP:
+            if lower == b"transfer-encoding":
+                assert self.parsing is not None
+                self.parsing.chunked = b"chunked" in value.lower()
+            elif lower == b"connection":
+                self.connection_tokens += b"," + value.lower()
+        elif lower == b"x-forwarded-for":
+            self.forwarded_for = value
+        elif lower == b"x-request-id":
+            self.incoming_request_id = value
+        elif lower == b"x-forwarded-proto":
+            pass  # this proxy is the edge: it states the protocol itself
+        else:
+            self.headers.append(name + b": " + value + b"\r\n")
+
+    def on_headers_complete(self) -> None:
+        cycle = self.parsing
+        assert cycle is not None
+        parser = self.parser
+        cycle.method = method = parser.get_method()
+        tokens = self.connection_tokens
+        if parser.get_http_version() == "1.0":
+            cycle.http10 = True
+            cycle.keep_alive = b"keep-alive" in tokens
+        else:
+            cycle.keep_alive = b"close" not in tokens
+        headers = self.headers
+        if tokens:
+            headers = self._without_connection_listed(headers, tokens)
+        request_id = self.incoming_request_id or next_request_id()
+        cycle.request_id = request_id
+        forwarded = self.forwarded_for + b", " + self.client_ip if self.forwarded_for else self.client_ip
+        cycle.head = b"".join(
+            (
+                method,
+                b" ",
+                self.url,
+                b" HTTP/1.1\r\n",
+                *headers,
+                b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\nX-Request-Id: %s\r\n"
+                % (forwarded, self.listener.scheme, request_id),
+                b"Transfer-Encoding: chunked\r\n\r\n" if cycle.chunked else b"\r\n",
+            )
+        )
+        cycle.started = perf_counter()
+        self.deadline = 0.0
+        self.queue.append(cycle)
+        if len(self.queue) == 1:
+            self._start(cycle)
+        else:
+            self.pause_reading(_PAUSE_PIPELINE)  # pipelined: answer in order, one at a time
+
+    @staticmethod
+    def _without_connection_listed(headers: list[bytes], tokens: bytes) -> list[bytes]:
+        listed = {token.strip() for token in tokens.split(b",")} - {b"", b"close", b"keep-alive", b"upgrade"}
+        if not listed:
+            return headers
+        return [line for line in headers if line.split(b":", 1)[0].lower() not in listed]
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.parsing
+        assert cycle is not None
+        if cycle.chunked:
+            body = b"%x\r\n%s\r\n" % (len(body), body)
+        upstream = cycle.upstream
+        if upstream is not None:
+            upstream.transport.write(body)
+            upstream.deadline = self.loop.time() + upstream.read_timeout  # an upload is not a silent upstream
+            cycle.body_sent = True
+        else:
+            cycle.body.append(body)
+            cycle.body_size += len(body)
+            if cycle.body_size > MAX_BUFFERED_BODY:
+                self.pause_reading(_PAUSE_CONNECTING)
+
+    def on_message_complete(self) -> None:
+        cycle = self.parsing
+        assert cycle is not None
+        self.parsing = None
+        # should_keep_alive() is only meaningful here, before the parser moves on.
+        cycle.keep_alive = cycle.keep_alive and self.parser.should_keep_alive()
+        cycle.request_complete = True
+        if cycle.chunked:
+            if cycle.upstream is not None:
+                cycle.upstream.transport.write(b"0\r\n\r\n")
+            else:
+                cycle.body.append(b"0\r\n\r\n")
+
+    # --- forwarding -----------------------------------------------------------------------------------
+
+    def _start(self, cycle: RequestCycle) -> None:
+        backend = self.listener.balancer.pick(cycle.tried)
+        if backend is None:
+            self._answer_error(cycle, 503, "no_healthy_instance", "no healthy instance for this service")
+            return
+        cycle.backend = backend
+        backend.active += 1
+        idle = backend.idle
+        while idle:
+            upstream = idle.pop()
+            if not upstream.closed:
+                upstream.attach(self, cycle, reused=True)
+                return
+        self.pause_reading(_PAUSE_CONNECTING)
+        keep_task(self.loop.create_task(self._connect(cycle, backend)))
+
+    async def _connect(self, cycle: RequestCycle, backend: Backend) -> None:
+        listener = self.listener
+        settings = self.settings
+        while True:
+            timed_out = False
+            try:
+                async with asyncio.timeout(settings.connect_timeout_seconds):
+                    _, upstream = await self.loop.create_connection(
+                        functools.partial(UpstreamConnection, backend, listener), backend.address, backend.port
+                    )
+            except TimeoutError:
+                timed_out = True
+            except OSError:
+                pass
+            else:
+                backend.connections_opened += 1
+                if self.closed or cycle.backend is not backend:
+                    upstream.release()  # the client left meanwhile; keep the fresh connection for others
+                    return
+                self.resume_reading(_PAUSE_CONNECTING)
+                upstream.attach(self, cycle, reused=False)
+                return
+            if cycle.backend is not backend:
+                return  # the client left meanwhile and the request was abandoned
+            backend.eject(settings.eject_seconds)
+            cycle.tried.append(backend)
+            next_backend = listener.balancer.pick(cycle.tried) if len(cycle.tried) <= settings.connect_retries else None
+            if next_backend is None or self.closed:
+                # The answer is booked on the last instance tried (the error path releases it).
+                self.resume_reading(_PAUSE_CONNECTING)
+                if timed_out:
+                    self._answer_error(cycle, 504, "upstream_timeout", "connecting to the instance timed out")
+                else:
+                    self._answer_error(cycle, 502, "bad_gateway", "the instance refused the connection")
+                return
+            backend.active -= 1
+            backend = next_backend
+            cycle.backend = backend
+            backend.active += 1
+
+    def retry_on_fresh_connection(self, cycle: RequestCycle) -> None:
+        """A pooled connection died before answering: send the request again on a new one, once."""
+        cycle.retried = True
+        cycle.upstream = None
+        backend = cycle.backend
+        assert backend is not None
+        self.pause_reading(_PAUSE_CONNECTING)
+        keep_task(self.loop.create_task(self._connect(cycle, backend)))
+
+    # --- answers --------------------------------------------------------------------------------------
+
+    def begin_response(self, cycle: RequestCycle, status: int, head_lines: list[bytes], framing: int) -> None:
+        """Send the upstream's status line and headers; ``framing`` 0 length/none, 1 chunked, 2 close-delimited."""
+        cycle.response_started = True
+        cycle.status = status
+        if cycle.http10:
+            cycle.response_mode = 0 if framing == 0 else 2  # no chunked encoding for HTTP/1.0 clients
+        else:
+            cycle.response_mode = 1 if framing else 0  # close-delimited answers are re-framed as chunked
+        close = not cycle.keep_alive or self.listener.closing or cycle.response_mode == 2
+        if close:
+            cycle.keep_alive = False
+        head_lines.append(b"X-Request-Id: %s\r\n" % cycle.request_id)
+        if cycle.response_mode == 1:
+            head_lines.append(b"Transfer-Encoding: chunked\r\n")
+        head_lines.append(b"Connection: close\r\n\r\n" if close else b"Connection: keep-alive\r\n\r\n")
+        self.write(b"".join(head_lines))
+
+    def finish_response(self, cycle: RequestCycle, upstream: UpstreamConnection, reusable: bool) -> None:
+        """The upstream's answer is complete: release the upstream, then serve the next request or close."""
+        if cycle.response_mode == 1:
+            if self.buffering:
+                self.out.append(b"0\r\n\r\n")
+            else:
+                self.transport.write(b"0\r\n\r\n")
+        backend = cycle.backend
+        assert backend is not None
+        cycle.upstream = None
+        cycle.backend = None
+        backend.active -= 1
+        now = perf_counter()
+        backend.record(cycle.status, now - cycle.started, now)
+        if reusable and cycle.request_complete:
+            upstream.release()
+        else:
+            upstream.client = None
+            upstream.cycle = None
+            upstream.close()
+        self._next(cycle)
+
+    def _answer_error(self, cycle: RequestCycle, status: int, code: str, message: str) -> None:
+        close = not cycle.keep_alive or not cycle.request_complete or self.listener.closing
+        cycle.status = status
+        cycle.keep_alive = cycle.keep_alive and not close
+        if not self.closed:
+            self.write(error_response(status, code, message, cycle.request_id, close=close))
+        elapsed = perf_counter() - cycle.started
+        backend = cycle.backend
+        if backend is not None:
+            backend.active -= 1
+            backend.record(status, elapsed)
+            cycle.backend = None
+        else:
+            self.listener.stats.record(elapsed, True)
+        self._next(cycle)
+
+    def _next(self, cycle: RequestCycle) -> None:
+        queue = self.queue
+        if queue and queue[0] is cycle:
+            queue.pop(0)
+        if not cycle.keep_alive or not cycle.request_complete or self.listener.closing:
+            self.close()
+            return
+        if self.read_paused & _PAUSE_UPSTREAM:
+            self.resume_reading(_PAUSE_UPSTREAM)  # that upstream is done with; its pause must not outlive it
+        if queue:
+            self.resume_reading(_PAUSE_PIPELINE)
+            self._start(queue[0])
+        elif self.client_eof:
+            self.close()  # the client half-closed and everything it asked for is answered
+        elif self.parsing is None:
+            self.deadline = self.loop.time() + self.settings.client_idle_timeout_seconds
+
+    def upstream_failed(self, cycle: RequestCycle, upstream: UpstreamConnection, reason: str) -> None:
+        """The upstream connection broke or answered garbage."""
+        if cycle.response_started:
+            # Part of the answer is out: the client can only learn of the failure by the connection closing.
+            backend = cycle.backend
+            if backend is not None:
+                backend.active -= 1
+                backend.eject(self.settings.eject_seconds)
+                backend.record(502, perf_counter() - cycle.started)
+                cycle.backend = None
+            else:
+                self.listener.stats.record(perf_counter() - cycle.started, True)
+            cycle.upstream = None
+            self.close()
+            return
+        cycle.upstream = None
+        if upstream.reused and not cycle.retried and not cycle.body_sent and cycle.method in IDEMPOTENT:
+            self.retry_on_fresh_connection(cycle)
+            return
+        if cycle.backend is not None:
+            cycle.backend.eject(self.settings.eject_seconds)
+        self._answer_error(cycle, 502, "bad_gateway", f"the instance failed: {reason}")
+
+    def _upstream_timed_out(self, cycle: RequestCycle) -> None:
+        upstream = cycle.upstream
+        assert upstream is not None
+        upstream.client = None
+        upstream.cycle = None
+        upstream.close()
+        cycle.upstream = None
+        if cycle.response_started:
+            self.upstream_failed(cycle, upstream, "timeout")
+            return
+        if cycle.backend is not None:
+            cycle.backend.eject(self.settings.eject_seconds)
+        self._answer_error(cycle, 504, "upstream_timeout", "the instance did not answer in time")
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One keep-alive connection to an instance; pooled on its Backend while idle."""
+
+    def __init__(self, backend: Backend, listener: ListenerState) -> None:
+        self.backend = backend
+        self.listener = listener
+        self.loop = listener.loop
+        self.read_timeout = listener.settings.read_timeout_seconds
+        self.pool_size = listener.settings.upstream_pool_size
+        self.transport: Any = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.client: HttpClientConnection | None = None
+        self.cycle: RequestCycle | None = None
+        self.closed = False
+        self.reused = False
+        self.deadline = 0.0
+        self.idle_since = 0.0
+        self.headers: list[bytes] = [b""]
+        self.framing = 2
+        self.interim = False
+        self.read_paused = False
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def pause_reading(self) -> None:
+        if not self.read_paused and not self.closed:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.read_paused and not self.closed:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def attach(self, client: HttpClientConnection, cycle: RequestCycle, *, reused: bool) -> None:
+        """Send ``cycle``'s request (head and any buffered body) on this connection."""
+        self.client = client
+        self.cycle = cycle
+        self.reused = reused
+        cycle.upstream = self
+        self._reset_response()
+        self.deadline = self.loop.time() + self.read_timeout
+        if cycle.body:
+            self.transport.write(b"".join((cycle.head, *cycle.body)))
+            cycle.body = []
+            cycle.body_sent = True
+            client.resume_reading(_PAUSE_CONNECTING)
+        else:
+            self.transport.write(cycle.head)
+        if client.write_paused:
+            self.pause_reading()
+
+    def release(self) -> None:
+        """Back to the instance's idle pool, or closed when the pool is full or the instance left."""
+        self.client = None
+        self.cycle = None
+        self.deadline = 0.0
+        if self.read_paused:
+            self.resume_reading()
+        backend = self.backend
+        if self.closed or backend.removed or len(backend.idle) >= self.pool_size:
+            self.close()
+            return
+        self.idle_since = self.loop.time()
+        backend.idle.append(self)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        client, cycle = self.client, self.cycle
+        if client is None or cycle is None:
+            with contextlib.suppress(ValueError):
+                self.backend.idle.remove(self)
+            return
+        self.client = None
+        self.cycle = None
+        if cycle.response_started and self.framing == 2 and exc is None:
+            client.finish_response(cycle, self, False)  # a close-delimited answer ends here
+        else:
+            client.upstream_failed(cycle, self, "connection closed" if exc is None else str(exc) or "reset")
+
+    def pause_writing(self) -> None:
+        if self.client is not None:
+            self.client.pause_reading(_PAUSE_UPSTREAM)
+
+    def resume_writing(self) -> None:
+        if self.client is not None:
+            self.client.resume_reading(_PAUSE_UPSTREAM)
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client
+        if client is None:
+            self.close()  # bytes nobody asked for: this connection cannot be trusted any more
+            return
+        self.deadline = self.loop.time() + self.read_timeout
+        client.buffering = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            current, cycle = self.client, self.cycle
+            self.client = None
+            self.cycle = None
+            self.close()
+            if current is not None and cycle is not None:
+                current.upstream_failed(cycle, self, "malformed response")
+        finally:
+            client.buffering = False
+            out = client.out
+            if out:
+                client.out = []
+                if not client.closed:
+                    client.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    # --- response parsing (httptools callbacks) ------------------------------------------------------------
+
+    def _reset_response(self) -> None:
+        # Not on_message_begin: one callback less per request on the hot path.
+        self.headers = [b""]  # the status line goes first
+        self.framing = 2
+        self.interim = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lower = name.lower()
+        if lower in HOP_BY_HOP:
+            if lower == b"transfer-encoding" and b"chunked" in value.lower():
+                self.framing = 1
+            return
+        if lower == b"content-length":
+            self.framing = 0
+        self.headers += (name, b": ", value, b"\r\n")
+
+    def on_headers_complete(self) -> None:
+        client, cycle = self.client, self.cycle
+        if client is None or cycle is None:
+            return
+        status = self.parser.get_status_code()
+        head = self.headers
+        head[0] = STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status
+        if status < 200:
+            # An interim answer (100 Continue): pass it on and wait for the real one.
+            self.interim = True
+            head.append(b"\r\n")
+            client.out.append(b"".join(head))
+            return
+        framing = self.framing
+        if status in (204, 304) or cycle.method == b"HEAD":
+            framing = 0
+        client.begin_response(cycle, status, head, framing)
+        if cycle.method == b"HEAD":
+            # llhttp cannot be told this answer has no body; finish here and do not reuse the connection.
+            self.client = None
+            self.cycle = None
+            client.finish_response(cycle, self, False)
+
+    def on_body(self, body: bytes) -> None:
+        # Only ever called from data_received, where the client collects its output for one write.
+        client, cycle = self.client, self.cycle
+        if client is not None and cycle is not None:
+            if cycle.response_mode == 1:
+                body = b"%x\r\n%s\r\n" % (len(body), body)
+            client.out.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.interim:
+            self._reset_response()
+            return
+        client, cycle = self.client, self.cycle
+        if client is None or cycle is None:
+            return
+        reusable = self.parser.should_keep_alive()
+        self.client = None
+        self.cycle = None
+        client.finish_response(cycle, self, reusable)
