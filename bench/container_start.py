@@ -4,7 +4,11 @@
 Berth's side is everything a user's deploy goes through: the gateway, the containers function (placement,
 host-port allocation, the record), the host's SQS queue, the ``berth worker`` (hardened create on the
 customer network, start, health) and the published port on 127.0.0.1. The bare side is ``docker run -d -p
-127.0.0.1:PORT:8080`` of the same image. Both are timed until ``GET /`` on the host port answers 200.
+127.0.0.1:PORT:8080`` of the same image. Both are timed until ``GET /`` on the host port answers 200; the
+Berth side first waits for the API to report the container ``running`` (polling every 10 ms), as a client
+does. (Calling a published port before the container's network is up costs about a second more on either
+side: Docker's port proxy accepts the connection and the first packets to the container's address are lost
+while its interface comes up, so they wait for the kernel's one-second retransmit.)
 The image is the project's busybox ``web`` test image (built here, no registry), uploaded once.
 
     .venv/bin/python bench/container_start.py [--rounds 5]
@@ -31,11 +35,13 @@ GOAL_RATIO = 1.5
 
 
 def first_answer(url: str, deadline_seconds: float = 60) -> None:
-    """Poll ``url`` until it answers 200 (connection refused or reset until the server listens)."""
+    """Poll ``url`` until it answers 200 (connection refused or reset until the server listens).
+
+    Each attempt gives up after 0.2 s, so a held connection (see above) costs little."""
     deadline = time.monotonic() + deadline_seconds
     while True:
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
+            if httpx.get(url, timeout=0.2).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -89,6 +95,11 @@ def berth_round(client: httpx.Client, headers: dict[str, str], image_id: str, na
         raise SystemExit(f"create answered {answer.status_code}: {answer.text}")
     container = answer.json()
     port = container["ports"][0]
+    # As a client of the API would: wait for the platform to report the container running, then call it.
+    while (status := client.get(f"/api/containers/{container['id']}", headers=headers).json()["status"]) != "running":
+        if status in ("failed", "unhealthy", "deleted"):
+            raise SystemExit(f"container {name} ended {status}")
+        time.sleep(0.01)
     first_answer(f"http://{port['host_ip']}:{port['host_port']}/")
     elapsed = time.perf_counter() - start
     client.delete(f"/api/containers/{container['id']}", headers=headers).raise_for_status()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -261,9 +262,10 @@ class Worker:
             )
             return "retry"
         handler, on_failure = HANDLERS[job.kind]
+        started = time.monotonic()
         try:
             await asyncio.wait_for(handler(self.context, job.payload), self.settings.worker_job_timeout_seconds)
-            log_event(logger, "job done", job_id=job.id, kind=job.kind)
+            log_event(logger, "job done", job_id=job.id, kind=job.kind, seconds=round(time.monotonic() - started, 3))
             return "done"
         except (JobFailed, RuntimeFinal) as exc:
             reason = str(exc)
