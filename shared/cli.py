@@ -13,7 +13,7 @@ FUNCTION_PORTS = {
     "images": 3002,
     "containers": 3003,
     "load_balancer": 3004,
-    "discovery": 3005,
+    "service_discovery": 3005,
 }
 
 
@@ -64,6 +64,12 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from worker.settings import get_worker_settings
 
     return asyncio.run(serve(get_worker_settings(), burst=args.burst))
+
+
+def _cmd_lb(args: argparse.Namespace) -> int:
+    from lb_runtime.__main__ import main as lb_main
+
+    return lb_main(args.lb_args)
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
@@ -131,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run the container-host worker (jobs from the queue)")
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty (for tests)")
     worker.set_defaults(run=_cmd_worker)
+
+    lb = commands.add_parser(
+        "lb", help="run lb-runtime, the traffic proxy (listeners from the control plane, or --snapshot FILE)"
+    )
+    lb.add_argument("lb_args", nargs=argparse.REMAINDER, help="lb-runtime's own options (berth lb --help)")
+    lb.set_defaults(run=_cmd_lb)
 
     push = commands.add_parser("push", help="upload a `docker save` archive as an image and follow it to ready")
     push.add_argument("archive", help="the archive (docker save IMAGE > FILE)")

@@ -87,7 +87,7 @@ class LoadBalancerSettings(_Base):
     lb_port_range_start: int = Field(default=20000, ge=1, le=65535)
     lb_port_range_end: int = Field(default=29999, ge=1, le=65535)
     lb_bind_address: str = "127.0.0.1"
-    lb_admin_url: str = "http://127.0.0.1:9901"
+    lb_admin_url: str = "http://127.0.0.1:9180"
 
     @property
     def lb_port_range(self) -> range:

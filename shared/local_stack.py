@@ -36,8 +36,9 @@ from shared.jobs import JOBS_MAX_RECEIVE_COUNT
 GATEWAY = "gateway"
 LOCAL_AWS = "local-aws"
 WORKER = "worker"
+LB_RUNTIME = "lb-runtime"
 # What `up` may start, in the order `down` stops it (the worker first: it drains its jobs).
-MANAGED = (WORKER, GATEWAY, LOCAL_AWS)
+MANAGED = (WORKER, LB_RUNTIME, GATEWAY, LOCAL_AWS)
 DUMMY_AWS_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
 OIDC_PATH = "/api/auth/.well-known/openid-configuration"
 
@@ -46,6 +47,7 @@ _COMMAND_MARKERS = {
     GATEWAY: ("shared.cli", "gateway"),
     LOCAL_AWS: ("shared.cli", "local", "aws"),
     WORKER: ("shared.cli", "worker"),
+    LB_RUNTIME: ("shared.cli", "lb"),
 }
 
 
@@ -245,6 +247,23 @@ def _probe_gateway(settings: LocalStackSettings) -> Probe:
     return Probe.ANSWERS if isinstance(body, dict) and ("issuer" in body or "error" in body) else Probe.FOREIGN
 
 
+def _lb_admin(settings: LocalStackSettings) -> tuple[str, int]:
+    parts = urlsplit(settings.lb_admin_url)
+    return parts.hostname or "127.0.0.1", parts.port or 9180
+
+
+def _probe_lb_runtime(settings: LocalStackSettings) -> Probe:
+    """Whether lb-runtime answers on its admin port (its /healthz JSON)."""
+    host, port = _lb_admin(settings)
+    if not _port_open(host, port):
+        return Probe.ABSENT
+    try:
+        body = httpx.get(settings.lb_admin_url.rstrip("/") + "/healthz", timeout=5).json()
+    except (httpx.HTTPError, ValueError):
+        return Probe.FOREIGN
+    return Probe.ANSWERS if isinstance(body, dict) and "listeners" in body else Probe.FOREIGN
+
+
 def _aws_client(settings: LocalStackSettings, service: str, endpoint: str | None, *, attempts: int = 3) -> Any:
     import boto3
     from botocore.config import Config
@@ -428,6 +447,9 @@ def child_environment(settings: LocalStackSettings) -> dict[str, str]:
     if "jwks_url" not in explicit:
         env["BERTH_JWKS_URL"] = settings.gateway_url + "/api/auth/.well-known/jwks.json"
     env.setdefault("BERTH_WORKER_WORK_DIR", str(settings.local_state_dir / "worker"))
+    # lb-runtime serves its admin API where the load-balancer function looks for it.
+    env.setdefault("BERTH_LB_ADMIN_ADDRESS", _lb_admin(settings)[0])
+    env.setdefault("BERTH_LB_ADMIN_PORT", str(_lb_admin(settings)[1]))
     env.setdefault("AWS_DEFAULT_REGION", settings.aws_region)
     if endpoint and _no_aws_credentials():
         env.update(DUMMY_AWS_CREDENTIALS)
@@ -594,12 +616,26 @@ def _bring_up(settings: LocalStackSettings) -> list[tuple[str, str, str]]:
         lambda: Probe.ANSWERS if _recorded_pid(settings, WORKER) else Probe.ABSENT,
         "the job queue",
     )
+    admin_host, admin_port = _lb_admin(settings)
+    lb_state = _ensure_process(
+        settings,
+        LB_RUNTIME,
+        [*python, "lb"],
+        lambda: _probe_lb_runtime(settings),
+        f"{admin_host}:{admin_port} (BERTH_LB_ADMIN_URL)",
+    )
     migrations = f"{len(applied)} migration(s) applied" if applied else "schema up to date"
     queues = f"{settings.jobs_queue} -> {settings.jobs_dead_letter_queue} after {JOBS_MAX_RECEIVE_COUNT} tries"
     logs = ", ".join(settings.logfile(name).name for name in MANAGED)
     return [
         ("gateway", settings.gateway_url, gateway_state),
-        ("host worker", f"jobs from {settings.jobs_queue}", worker_state),
+        ("host worker", f"jobs from {settings.jobs_queue} and its host queue", worker_state),
+        (
+            "lb-runtime",
+            f"listeners on {settings.lb_bind_address}:{settings.lb_port_range_start}-{settings.lb_port_range_end}, "
+            f"admin {settings.lb_admin_url}",
+            lb_state,
+        ),
         ("S3/SQS (moto)" if settings.runs_local_aws else "S3/SQS", endpoint or "AWS (default endpoints)", aws_state),
         ("S3 bucket", settings.images_bucket, "ready"),
         ("SQS queues", queues, "ready"),
@@ -653,6 +689,7 @@ def status() -> int:
         [
             ("gateway", settings.gateway_url, gateway[1]),
             ("host worker", "", _describe_worker(settings)),
+            ("lb-runtime", settings.lb_admin_url, _describe(settings, LB_RUNTIME, _probe_lb_runtime(settings))[1]),
             ("S3/SQS (moto)" if settings.runs_local_aws else "S3/SQS", settings.aws_endpoint or "AWS", aws[1]),
             ("PostgreSQL", _database_address(settings.database_url), database),
             ("Redis", _redis_address(settings.redis_url), "up" if redis_up else "not answering"),

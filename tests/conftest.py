@@ -39,6 +39,7 @@ def free_port() -> int:
 
 LOCAL_AWS_PORT = free_port()
 LOCAL_AWS_URL = f"http://127.0.0.1:{LOCAL_AWS_PORT}"
+LB_ADMIN_PORT = free_port()
 
 # Settings are read from the environment at first use; point them at the test's own resources.
 os.environ.update(
@@ -50,6 +51,8 @@ os.environ.update(
         "BERTH_AWS_ENDPOINT_URL": LOCAL_AWS_URL,
         # The run's containers carry a cluster label of its own: no other run's reconciler removes them.
         "BERTH_CLUSTER_ID": f"test-{RUN_ID}",
+        # Where the load-balancer function finds the run's lb-runtime (the `lb_runtime` fixture starts it).
+        "BERTH_LB_ADMIN_URL": f"http://127.0.0.1:{LB_ADMIN_PORT}",
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
         "AWS_DEFAULT_REGION": "us-east-1",
@@ -216,6 +219,36 @@ def worker(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Iter
     running = start_worker(tmp_path_factory.mktemp("worker"))
     yield running
     stop_process(running.process)
+
+
+@dataclass
+class RunningLb:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    admin_url: str
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def lb_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLb]:
+    """One `berth lb` for the session, following the run's listeners and registry (customer ports on 127.0.0.1)."""
+    env = dict(os.environ)
+    env.update(
+        {"BERTH_LB_ADMIN_PORT": str(LB_ADMIN_PORT), "BERTH_LB_BIND_ADDRESS": "127.0.0.1", "BERTH_LOG_LEVEL": "INFO"}
+    )
+    log_path = tmp_path_factory.mktemp("lb") / "lb-runtime.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", "lb"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT
+        )
+    admin_url = f"http://127.0.0.1:{LB_ADMIN_PORT}"
+    try:
+        wait_for_http(admin_url + "/healthz", process=process)
+        yield RunningLb(process, log_path, admin_url)
+    finally:
+        stop_process(process)
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,7 @@ class WorkerSettings(FunctionSettings):
     log_retention_hours: float = Field(default=72.0, gt=0)
     # How often the worker writes its containers' instances and health to the service registry, and how long
     # an instance whose worker stopped reporting stays (critical) before it is removed.
-    worker_registry_interval_seconds: float = Field(default=1.0, gt=0)
+    worker_registry_interval_seconds: float = Field(default=0.5, gt=0)
     worker_registry_deregister_after_seconds: float = Field(default=60.0, ge=1)
     # After a container leaves the registry and before it is stopped: time for lb-runtime to stop routing
     # new requests to it (it watches the registry) while requests in flight finish.

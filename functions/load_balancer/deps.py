@@ -30,9 +30,7 @@ class LbRuntimeStats:
         if answer.status_code != 200:
             raise ServiceUnavailable(f"lb-runtime answered {answer.status_code} for traffic figures; try again.")
         figures = answer.json()
-        listeners = figures.get("listeners", {}) if isinstance(figures, dict) else {}
-        found = listeners.get(listener_id)
-        return found if isinstance(found, dict) else None
+        return figures if isinstance(figures, dict) else None
 
 
 async def _listeners() -> ListenerStore:

@@ -196,5 +196,23 @@ async def listener_stats(
         requests=int(figures.get("requests", 0)),
         errors=int(figures.get("errors", 0)),
         active_connections=int(figures.get("active_connections", 0)),
-        instances=[InstanceStats(**instance) for instance in figures.get("instances", [])],
+        instances=[_instance_stats(instance) for instance in figures.get("instances", [])],
+    )
+
+
+def _instance_stats(instance: dict[str, Any]) -> InstanceStats:
+    if instance.get("ejected"):
+        status = "ejected"  # failed requests lately: no traffic for a while
+    elif instance.get("healthy", True):
+        status = "healthy"
+    else:
+        status = "unhealthy"  # failing lb-runtime's active health check
+    return InstanceStats(
+        id=str(instance["id"]),
+        address=str(instance["address"]),
+        port=int(instance["port"]),
+        status=status,
+        requests=int(instance.get("requests", 0)),
+        errors=int(instance.get("failures", 0)),
+        active_connections=int(instance.get("in_flight", 0)),
     )

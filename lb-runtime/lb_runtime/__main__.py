@@ -1,4 +1,7 @@
-"""``python -m lb_runtime --snapshot FILE --admin-port N``: run the proxy until SIGTERM (or SIGINT)."""
+"""``python -m lb_runtime [--snapshot FILE] [--admin-port N]``: run the proxy until SIGTERM (or SIGINT).
+
+Without a snapshot file the proxy follows the control plane: listeners from PostgreSQL
+(BERTH_DATABASE_URL) and their passing instances from the service registry (BERTH_REGISTRY)."""
 
 from __future__ import annotations
 
@@ -11,13 +14,16 @@ import uvloop
 
 from lb_runtime.runtime import LbRuntime
 from lb_runtime.settings import LbSettings
-from lb_runtime.snapshot import JsonFileSnapshotSource
+from lb_runtime.snapshot import JsonFileSnapshotSource, SnapshotSource
 
 
 def parse_settings(argv: list[str] | None = None) -> LbSettings:
     """Settings from BERTH_LB_* variables, overridden by command-line options."""
     parser = argparse.ArgumentParser(prog="lb_runtime", description="Berth's load-balancing proxy")
-    parser.add_argument("--snapshot", help="JSON snapshot file, re-read when it changes (BERTH_LB_SNAPSHOT_PATH)")
+    parser.add_argument(
+        "--snapshot",
+        help="JSON snapshot file, re-read when it changes (BERTH_LB_SNAPSHOT_PATH); without one, the control plane",
+    )
     parser.add_argument("--admin-port", type=int, help="Prometheus /metrics, /healthz and /stats (BERTH_LB_ADMIN_PORT)")
     parser.add_argument("--admin-address", help="admin bind address (BERTH_LB_ADMIN_ADDRESS)")
     parser.add_argument("--bind-address", help="listeners' bind address (BERTH_LB_BIND_ADDRESS)")
@@ -34,16 +40,23 @@ def parse_settings(argv: list[str] | None = None) -> LbSettings:
         }.items()
         if value is not None
     }
-    settings = LbSettings(**overrides)
-    if not settings.snapshot_path:
-        parser.error("a snapshot is required: --snapshot FILE or BERTH_LB_SNAPSHOT_PATH")
-    return settings
+    return LbSettings(**overrides)
+
+
+def snapshot_source(settings: LbSettings) -> SnapshotSource:
+    """The JSON file when one is given, else the control plane's database and registry."""
+    if settings.snapshot_path:
+        return JsonFileSnapshotSource(settings.snapshot_path)
+    from lb_runtime.control_plane import ControlPlaneSource
+    from shared.registry import RegistrySettings, get_registry
+
+    registry_settings = RegistrySettings()
+    return ControlPlaneSource(registry_settings.database_url, get_registry(registry_settings))
 
 
 async def serve(settings: LbSettings) -> None:
     """Run until the first SIGTERM/SIGINT, then drain; a second signal cuts the drain short."""
-    assert settings.snapshot_path is not None
-    runtime = LbRuntime(settings, JsonFileSnapshotSource(settings.snapshot_path))
+    runtime = LbRuntime(settings, snapshot_source(settings))
     await runtime.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

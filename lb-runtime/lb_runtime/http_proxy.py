@@ -582,6 +582,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool_size = listener.settings.upstream_pool_size
         self.transport: Any = None
         self.parser = httptools.HttpResponseParser(self)
+        # Customers' apps (CGI scripts, hand-written servers) often end header lines with a bare LF; accept
+        # that from upstreams as nginx does. Client requests stay strict (no smuggling through leniency).
+        self.parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
         self.client: HttpClientConnection | None = None
         self.cycle: RequestCycle | None = None
         self.closed = False

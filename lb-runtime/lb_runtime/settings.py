@@ -17,7 +17,8 @@ class LbSettings(BaseSettings):
     admin_address: str = "127.0.0.1"
     admin_port: int = Field(default=9180, ge=0, le=65535)
     snapshot_path: str | None = None
-    snapshot_poll_seconds: float = Field(default=1.0, gt=0)
+    # How often the source is asked for changes (cheap when nothing changed: a stat, or one small query).
+    snapshot_poll_seconds: float = Field(default=0.25, gt=0)
     # Idle upstream connections kept per instance; size it to the expected concurrency, or connections churn.
     upstream_pool_size: int = Field(default=256, ge=0)
     max_connections: int = Field(default=10_000, ge=1, description="client connections per listener")

@@ -26,7 +26,7 @@ import pytest
 from tests.conftest import PROJECT_ROOT, TEST_REDIS_PREFIX, free_port
 from tests.e2e.conftest import sign_up_and_in
 
-MANAGED = ("gateway", "local-aws", "worker")
+MANAGED = ("gateway", "local-aws", "worker", "lb-runtime")
 FILLED_IN_BY_THE_STACK = frozenset(
     {
         "AWS_ENDPOINT_URL",
@@ -105,6 +105,7 @@ def make_stack(tmp_dir: Path, *, aws_port: int | None = None) -> LocalStack:
             "BERTH_GATEWAY_PORT": str(gateway_port),
             "BERTH_LOCAL_AWS_PORT": str(aws_port),
             "BERTH_LOCAL_STATE_DIR": str(tmp_dir),
+            "BERTH_LB_ADMIN_URL": f"http://127.0.0.1:{free_port()}",
             # Under the session's prefix (cleaned up with it) but apart from it, so the per-IP rate-limit
             # budget other tests spend on the session's gateway is not this stack's.
             "BERTH_REDIS_PREFIX": f"{TEST_REDIS_PREFIX}local-stack-{tmp_dir.name}:",
@@ -144,7 +145,7 @@ def test_second_up_reuses_the_running_processes(stack: LocalStack) -> None:
 
     assert again.returncode == 0, again.stdout + again.stderr
     assert stack.pids() == before
-    assert again.stdout.count("reused") == 3
+    assert again.stdout.count("reused") == len(MANAGED)
 
 
 def test_up_creates_the_bucket_and_the_queues_with_a_redrive_policy(stack: LocalStack) -> None:
@@ -189,7 +190,7 @@ def test_down_stops_only_what_up_started(stack: LocalStack, tmp_path: Path) -> N
     try:
         up = sharing.berth_local("up")
         assert up.returncode == 0, up.stdout + up.stderr
-        assert set(sharing.pids()) == {"gateway", "worker"}
+        assert set(sharing.pids()) == {"gateway", "worker", "lb-runtime"}
         sharing_gateway = sharing.pids()["gateway"]
 
         down = sharing.berth_local("down")

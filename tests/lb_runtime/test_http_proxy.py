@@ -162,6 +162,29 @@ async def test_502_when_the_instance_answers_garbage() -> None:
         server.close()
 
 
+async def test_an_instance_ending_header_lines_with_a_bare_lf_is_understood() -> None:
+    # What a shell CGI script behind busybox httpd sends: its own header lines end with "\n" alone.
+    async def cgi_like(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\n\nhello from cgi\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(cgi_like, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        snapshot = {"listeners": [listener("web", [{"id": "c", "address": "127.0.0.1", "port": port}])]}
+        lb = running_lb(snapshot)
+        async with lb as (runtime, _), httpx.AsyncClient(base_url=_url(runtime)) as client:
+            for _ in range(2):  # close-delimited: re-sent chunked, and the client connection stays usable
+                answer = await client.get("/")
+                assert answer.status_code == 200
+                assert answer.text == "hello from cgi\n"
+                assert answer.headers["content-type"] == "text/plain"
+    finally:
+        server.close()
+
+
 async def test_503_when_no_instance_is_healthy() -> None:
     lb = running_lb({"listeners": [listener("web", [])]})
     async with lb as (runtime, _), httpx.AsyncClient(base_url=_url(runtime)) as client:

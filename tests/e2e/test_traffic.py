@@ -1,0 +1,272 @@
+"""Customer traffic end to end: a user deploys replicas of the "web" test image through the gateway, puts a
+listener in front of the service, and requests to the listener's port on 127.0.0.1 are spread by lb-runtime
+over the healthy replicas it learns from the registry (kept in step by the host worker).
+
+Each replica answers /cgi-bin/whoami with its own hostname, so every answer names the replica that served it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest
+
+from shared.container_runtime import OWNER_LABEL
+from tests.conftest import RUN_ID, RunningGateway, RunningLb
+from tests.e2e.conftest import SignedInUser, sign_up_and_in
+from tests.e2e.test_images import upload_and_process
+from tests.support.docker_images import build_test_image, save_image
+
+pytestmark = pytest.mark.docker
+
+WHOAMI = "/cgi-bin/whoami"
+
+
+@pytest.fixture(scope="module")
+def web_archive(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    tag = f"berth-test/web:{RUN_ID}-traffic"
+    build_test_image(docker_client, "web", tag)
+    path = save_image(docker_client, tag, tmp_path_factory.mktemp("web") / "web.tar")
+    docker_client.images.remove(tag)
+    yield path
+
+
+@dataclass
+class Deployment:
+    user: SignedInUser
+    image_id: str
+    replicas: dict[str, str] = field(default_factory=dict)  # container id -> hostname (who answers whoami)
+    extra: list[str] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def deployment(
+    gateway: RunningGateway,
+    worker: Any,
+    lb_runtime: RunningLb,
+    web_archive: Path,
+    docker_client: docker.DockerClient,
+) -> Iterator[Deployment]:
+    """A user with three running replicas of service "web"; everything they own is removed at the end."""
+    with httpx.Client(base_url=gateway.url, timeout=30) as client:
+        user = sign_up_and_in(client)
+        image = upload_and_process(client, user, "web", web_archive)
+        assert image["status"] == "ready", image
+        deployed = Deployment(user, image["id"])
+    try:
+        with httpx.Client(base_url=gateway.url, timeout=30) as client:
+            for index in range(3):
+                container = _deploy(client, user, image["id"], f"web-{index}")
+                deployed.replicas[container["id"]] = _hostname(container)
+        yield deployed
+    finally:
+        for container in docker_client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={user.id}"}):
+            with contextlib.suppress(docker.errors.APIError):
+                container.remove(force=True)
+
+
+def _deploy(client: httpx.Client, user: SignedInUser, image_id: str, name: str, **extra: Any) -> dict[str, Any]:
+    body = {"image_id": image_id, "name": name, "service": "web", "ports": [{"container_port": 8080}], **extra}
+    deadline = time.monotonic() + 30
+    while (answer := client.post("/api/containers", json=body, headers=user.auth_headers)).status_code == 503:
+        assert time.monotonic() < deadline, answer.text  # the session worker registers its host first
+        time.sleep(0.5)
+    assert answer.status_code == 202, answer.text
+    return _wait_for_status(client, user, answer.json()["id"], "unhealthy" if "health_check" in extra else "running")
+
+
+def _wait_for_status(
+    client: httpx.Client, user: SignedInUser, container_id: str, status: str, timeout: float = 60
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        body = client.get(f"/api/containers/{container_id}", headers=user.auth_headers).json()
+        if body["status"] == status:
+            return body
+        assert time.monotonic() < deadline, f"{container_id} is {body['status']}, not {status}"
+        time.sleep(0.05)
+
+
+def _hostname(container: dict[str, Any]) -> str:
+    """Who the container says it is, asked directly on its own host port."""
+    port = container["ports"][0]
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            answer = httpx.get(f"http://{port['host_ip']}:{port['host_port']}{WHOAMI}", timeout=2)
+            if answer.status_code == 200:
+                return answer.text.strip()
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"container {container['id']} never answered on its own port"
+        time.sleep(0.2)
+
+
+def _listener(client: httpx.Client, user: SignedInUser, **body: Any) -> dict[str, Any]:
+    answer = client.post("/api/load-balancer/listeners", json={"service": "web", **body}, headers=user.auth_headers)
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+def _routed(
+    client: httpx.Client, user: SignedInUser, listener_id: str, expected: dict[str, int], timeout: float = 15
+) -> None:
+    """Wait until lb-runtime routes the listener to exactly ``expected`` (container id -> weight)."""
+    deadline = time.monotonic() + timeout
+    seen: Any = None
+    while time.monotonic() < deadline:
+        answer = client.get(f"/api/load-balancer/listeners/{listener_id}/stats", headers=user.auth_headers)
+        if answer.status_code == 200:
+            seen = {i["id"]: i["status"] for i in answer.json()["instances"]}
+            if seen == dict.fromkeys(expected, "healthy"):
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"lb-runtime routes to {seen}, not {sorted(expected)}")
+
+
+def _spread(port: int, requests: int) -> Counter[str]:
+    """Send ``requests`` GETs over one keep-alive connection; who answered how often (all must be 200)."""
+    served: Counter[str] = Counter()
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as traffic:
+        for _ in range(requests):
+            answer = traffic.get(WHOAMI)
+            assert answer.status_code == 200, answer.text
+            served[answer.text.strip()] += 1
+    return served
+
+
+def test_round_robin_spreads_requests_evenly(client: httpx.Client, deployment: Deployment) -> None:
+    user = deployment.user
+    listener = _listener(client, user, algorithm="round_robin")
+    _routed(client, user, listener["id"], dict.fromkeys(deployment.replicas, 1))
+
+    served = _spread(listener["port"], 300)
+
+    assert set(served) == set(deployment.replicas.values())
+    assert all(99 <= count <= 101 for count in served.values()), served
+    stats = client.get(f"/api/load-balancer/listeners/{listener['id']}/stats", headers=user.auth_headers).json()
+    assert stats["requests"] >= 300 and stats["errors"] == 0
+    assert stats["latency_ms"]["p50"] is not None
+    assert client.delete(f"/api/load-balancer/listeners/{listener['id']}", headers=user.auth_headers).status_code == 204
+
+
+def test_weights_three_to_one(client: httpx.Client, deployment: Deployment) -> None:
+    user = deployment.user
+    first, second, third = deployment.replicas
+    listener = _listener(client, user, algorithm="weighted", weights={first: 3, second: 1, third: 0})
+    _routed(client, user, listener["id"], {first: 3, second: 1})
+
+    served = _spread(listener["port"], 300)
+
+    assert served == {deployment.replicas[first]: 225, deployment.replicas[second]: 75}
+    assert client.delete(f"/api/load-balancer/listeners/{listener['id']}", headers=user.auth_headers).status_code == 204
+
+
+class Stream:
+    """Requests one after another to the listener until stopped; every answer with when and who."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.answers: list[tuple[float, int, str]] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Stream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10) as traffic:
+            while not self._stop.is_set():
+                try:
+                    answer = traffic.get(WHOAMI)
+                except httpx.HTTPError as exc:
+                    self.failures.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                if answer.status_code != 200:
+                    self.failures.append(f"{answer.status_code}: {answer.text}")
+                self.answers.append((time.monotonic(), answer.status_code, answer.text.strip()))
+                time.sleep(0.005)
+
+    def served_by(self, hostname: str, after: float = 0.0) -> list[float]:
+        return [at for at, status, who in self.answers if who == hostname and at >= after and status == 200]
+
+
+def test_stopping_a_replica_drops_no_request_and_a_new_one_gets_traffic(
+    client: httpx.Client, deployment: Deployment
+) -> None:
+    user = deployment.user
+    listener = _listener(client, user, algorithm="round_robin")
+    _routed(client, user, listener["id"], dict.fromkeys(deployment.replicas, 1))
+    leaving = next(iter(deployment.replicas))
+    hostname = deployment.replicas[leaving]
+
+    with Stream(listener["port"]) as stream:
+        time.sleep(1.0)
+        assert stream.served_by(hostname), "the replica served nothing before its stop"
+        stop_requested = time.monotonic()
+        assert client.post(f"/api/containers/{leaving}/stop", headers=user.auth_headers).status_code == 202
+        _wait_for_status(client, user, leaving, "stopped")
+        time.sleep(1.0)
+
+        # Not one failed request, and the leaving replica got no request a second after its stop was asked.
+        assert stream.failures == []
+        assert not stream.served_by(hostname, after=stop_requested + 1.0)
+
+        assert client.post(f"/api/containers/{leaving}/start", headers=user.auth_headers).status_code == 202
+        running = _wait_for_status(client, user, leaving, "running")
+        healthy_at = time.monotonic()
+        deadline = healthy_at + 10
+        while not stream.served_by(running_hostname := _hostname(running), after=healthy_at):
+            assert time.monotonic() < deadline, "the replica got no traffic after it came back"
+            time.sleep(0.05)
+        first_request = stream.served_by(running_hostname, after=healthy_at)[0]
+        deployment.replicas[leaving] = running_hostname
+
+    assert stream.failures == []
+    assert first_request - healthy_at < 1.0, f"the returning replica waited {first_request - healthy_at:.2f}s"
+    assert client.delete(f"/api/load-balancer/listeners/{listener['id']}", headers=user.auth_headers).status_code == 204
+
+
+def test_a_replica_failing_its_health_check_gets_no_traffic(client: httpx.Client, deployment: Deployment) -> None:
+    user = deployment.user
+    sick = _deploy(
+        client,
+        user,
+        deployment.image_id,
+        "web-sick",
+        health_check={
+            "type": "http",
+            "path": "/no-such-page",
+            "interval_seconds": 1,
+            "timeout_seconds": 1,
+            "retries": 1,
+        },
+    )
+    deployment.extra.append(sick["id"])
+    listener = _listener(client, user, algorithm="round_robin")
+    _routed(client, user, listener["id"], dict.fromkeys(deployment.replicas, 1))
+
+    served = _spread(listener["port"], 60)
+
+    assert _hostname(sick) not in served
+    assert set(served) == set(deployment.replicas.values())
+    discovered = client.get("/api/service-discovery/services/web", headers=user.auth_headers).json()
+    statuses = {instance["id"]: instance["status"] for instance in discovered["instances"]}
+    assert statuses[sick["id"]] == "critical"
+    assert all(statuses[replica] == "passing" for replica in deployment.replicas)
+    assert client.delete(f"/api/load-balancer/listeners/{listener['id']}", headers=user.auth_headers).status_code == 204
