@@ -53,6 +53,8 @@ os.environ.update(
         "BERTH_CLUSTER_ID": f"test-{RUN_ID}",
         # Where the load-balancer function finds the run's lb-runtime (the `lb_runtime` fixture starts it).
         "BERTH_LB_ADMIN_URL": f"http://127.0.0.1:{LB_ADMIN_PORT}",
+        # Workers built in tests serve no metrics unless a test asks (start_worker gives each a free port).
+        "BERTH_WORKER_ADMIN_PORT": "0",
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
         "AWS_DEFAULT_REGION": "us-east-1",
@@ -196,6 +198,7 @@ def start_worker(tmp_dir: Path, extra_env: dict[str, str] | None = None) -> Runn
             "BERTH_WORKER_WAIT_SECONDS": "1",
             "BERTH_WORKER_VISIBILITY_SECONDS": "10",
             "BERTH_WORKER_STATS_INTERVAL_SECONDS": "1",
+            "BERTH_WORKER_ADMIN_PORT": str(free_port()),
             "BERTH_WORKER_WORK_DIR": str(tmp_dir / "work"),
             "BERTH_LOG_LEVEL": "INFO",
         }

@@ -28,6 +28,7 @@ from shared.jobs import HostJobQueues, JobQueue, ReceivedJob, SqsHostJobQueues, 
 from shared.observability import get_logger, log_event
 from shared.registry import RegistrySettings, get_registry
 from shared.storage import get_object_store
+from worker.admin import WorkerMetrics
 from worker.container_jobs import fail_container, reconcile_container
 from worker.container_store import WorkerContainerStore
 from worker.hosts import heartbeat, mark_stale_hosts_down, register_this_host
@@ -88,6 +89,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._host_queue_ready = asyncio.Event()
         self.completed = 0
+        self.metrics = WorkerMetrics()
 
     def stop(self) -> None:
         """Stop taking new jobs; jobs in flight finish."""
@@ -96,7 +98,16 @@ class Worker:
     async def run(self, *, burst: bool = False) -> None:
         """Poll until stopped (or, in burst mode, until the queues are empty), then drain."""
         remove_stale_scratch(self.settings)
-        log_event(logger, "worker started", worker_id=self.id, concurrency=self.settings.worker_concurrency)
+        admin_port = self.metrics.serve(self.settings)
+        if admin_port is not None and self.context.registry_sync is not None:
+            self.context.registry_sync.announce_worker(self.settings.worker_admin_address, admin_port)
+        log_event(
+            logger,
+            "worker started",
+            worker_id=self.id,
+            concurrency=self.settings.worker_concurrency,
+            metrics_port=admin_port,
+        )
         background = [
             asyncio.create_task(self._housekeeping()),
             asyncio.create_task(run_reconciler(self.context, self.settings, self._stopping)),
@@ -125,6 +136,10 @@ class Worker:
                 task.cancel()
             if self._running:
                 await asyncio.gather(*self._running, return_exceptions=True)
+            if self.context.registry_sync is not None:
+                # Its containers stay registered (they keep running); the worker itself leaves.
+                with contextlib.suppress(DependencyError, OSError):
+                    await self.context.registry_sync.withdraw_self()
             log_event(logger, "worker stopped", worker_id=self.id, completed=self.completed)
 
     async def _poll(self, name: str, queue: JobQueue, *, burst: bool) -> None:
@@ -241,9 +256,12 @@ class Worker:
 
     async def _run_one(self, queue: JobQueue, received: ReceivedJob) -> None:
         heartbeat = asyncio.create_task(self._keep_invisible(queue, received))
+        kind = received.job.kind if received.job is not None and received.job.kind in HANDLERS else "unknown"
         try:
             async with self._slots:
-                outcome = await self._execute(received)
+                with self.metrics.running.track_inprogress():
+                    outcome = await self._execute(received)
+            self.metrics.jobs.labels(kind, outcome).inc()
             if outcome != "retry":
                 await queue.delete(received)
                 self.completed += 1

@@ -91,6 +91,47 @@ class RegistrySync:
         self._written: dict[str, Wanted] = {}
         self._reported_at: dict[str, float] = {}
         self._swept = False
+        self._self: Instance | None = None
+        self._self_written = False
+        self._self_reported_at = 0.0
+
+    def announce_worker(self, address: str, port: int) -> None:
+        """Register this worker in internal-services (its metrics port) with the next rounds."""
+        self._self = Instance(
+            id=f"host-worker-{self.settings.host_id}"[:128],
+            namespace=Namespace.INTERNAL_SERVICES,
+            service="host-worker",
+            address=address,
+            port=port,
+            meta={"host_id": self.settings.host_id[:512]},
+            check=HealthCheck(
+                type=CheckType.TTL,
+                interval_seconds=max(10 * self.settings.worker_registry_interval_seconds, 15.0),
+                deregister_after_seconds=self.settings.worker_registry_deregister_after_seconds,
+            ),
+        )
+
+    async def _announce_self(self) -> None:
+        if self._self is None:
+            return
+        now = time.monotonic()
+        if not self._self_written:
+            await self.registry.register(self._self)
+            self._self_written, self._self_reported_at = True, now
+            return
+        if now - self._self_reported_at < 5.0:
+            return
+        self._self_reported_at = now
+        try:
+            await self.registry.report_health(Namespace.INTERNAL_SERVICES, self._self.id, HealthStatus.PASSING)
+        except NotFound:
+            self._self_written = False
+
+    async def withdraw_self(self) -> None:
+        """Take this worker out of internal-services (a clean shutdown)."""
+        if self._self is not None and self._self_written:
+            await self.registry.deregister(Namespace.INTERNAL_SERVICES, self._self.id)
+            self._self_written = False
 
     async def deregister(self, container_id: str) -> None:
         """Take a container out of the registry now (before it is stopped, so traffic drains first)."""
@@ -99,6 +140,7 @@ class RegistrySync:
         await self.registry.deregister(Namespace.CLIENT_CONTAINERS, container_id)
 
     async def sync_round(self) -> dict[str, int]:
+        await self._announce_self()
         rows = await self.store.on_host(self.settings.host_id)
         wanted = {str(row["id"]): instance for row in rows if (instance := instance_of(row, self.settings))}
         counts = {"registered": 0, "reported": 0, "deregistered": 0}

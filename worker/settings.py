@@ -45,6 +45,9 @@ class WorkerSettings(FunctionSettings):
     # After a container leaves the registry and before it is stopped: time for lb-runtime to stop routing
     # new requests to it (it watches the registry) while requests in flight finish.
     worker_stop_drain_seconds: float = Field(default=1.5, ge=0)
+    # Prometheus metrics of the worker (0: none); also where it is registered in internal-services.
+    worker_admin_address: str = "127.0.0.1"
+    worker_admin_port: int = Field(default=9181, ge=0, le=65535)
     # Names this installation's containers (a label), so two installations sharing one Docker Engine
     # never take each other's containers for orphans.
     cluster_id: str = Field(default="berth", min_length=1, max_length=63, pattern=r"^[A-Za-z0-9_.-]+$")

@@ -15,6 +15,7 @@ import uvloop
 from lb_runtime.runtime import LbRuntime
 from lb_runtime.settings import LbSettings
 from lb_runtime.snapshot import JsonFileSnapshotSource, SnapshotSource
+from shared.registry import ServiceRegistry
 
 
 def parse_settings(argv: list[str] | None = None) -> LbSettings:
@@ -43,23 +44,32 @@ def parse_settings(argv: list[str] | None = None) -> LbSettings:
     return LbSettings(**overrides)
 
 
-def snapshot_source(settings: LbSettings) -> SnapshotSource:
-    """The JSON file when one is given, else the control plane's database and registry."""
+def snapshot_source(settings: LbSettings) -> tuple[SnapshotSource, ServiceRegistry | None]:
+    """The JSON file when one is given, else the control plane's database and registry (and the registry,
+    which the proxy also announces itself to)."""
     if settings.snapshot_path:
-        return JsonFileSnapshotSource(settings.snapshot_path)
+        return JsonFileSnapshotSource(settings.snapshot_path), None
     from lb_runtime.control_plane import ControlPlaneSource
     from shared.registry import RegistrySettings, get_registry
 
     registry_settings = RegistrySettings()
-    return ControlPlaneSource(registry_settings.database_url, get_registry(registry_settings))
+    registry = get_registry(registry_settings)
+    return ControlPlaneSource(registry_settings.database_url, registry), registry
 
 
 async def serve(settings: LbSettings) -> None:
     """Run until the first SIGTERM/SIGINT, then drain; a second signal cuts the drain short."""
-    runtime = LbRuntime(settings, snapshot_source(settings))
+    source, registry = snapshot_source(settings)
+    runtime = LbRuntime(settings, source)
     await runtime.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    announcing = None
+    if registry is not None and runtime.admin_port is not None:
+        from lb_runtime.announce import announce, lb_instance
+
+        instance = lb_instance(settings.admin_address, runtime.admin_port)
+        announcing = asyncio.create_task(announce(registry, instance, stop))
 
     def on_signal() -> None:
         if stop.is_set():
@@ -69,6 +79,8 @@ async def serve(settings: LbSettings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal)
     await stop.wait()
+    if announcing is not None:
+        await announcing  # leaves the registry first: no new traffic is sent its way while it drains
     await runtime.stop()
 
 

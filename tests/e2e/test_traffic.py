@@ -18,10 +18,11 @@ from typing import Any
 
 import docker
 import httpx
+import psycopg
 import pytest
 
 from shared.container_runtime import OWNER_LABEL
-from tests.conftest import RUN_ID, RunningGateway, RunningLb
+from tests.conftest import RUN_ID, RunningGateway, RunningLb, RunningWorker
 from tests.e2e.conftest import SignedInUser, sign_up_and_in
 from tests.e2e.test_images import upload_and_process
 from tests.support.docker_images import build_test_image, save_image
@@ -270,3 +271,66 @@ def test_a_replica_failing_its_health_check_gets_no_traffic(client: httpx.Client
     assert statuses[sick["id"]] == "critical"
     assert all(statuses[replica] == "passing" for replica in deployment.replicas)
     assert client.delete(f"/api/load-balancer/listeners/{listener['id']}", headers=user.auth_headers).status_code == 204
+
+
+def test_logs_of_a_serving_replica_arrive_through_the_api(client: httpx.Client, deployment: Deployment) -> None:
+    """busybox httpd -vv logs every request's path on stderr; the host worker ships those lines to the API."""
+    user = deployment.user
+    replica = next(iter(deployment.replicas))
+    container = client.get(f"/api/containers/{replica}", headers=user.auth_headers).json()
+    port = container["ports"][0]
+    marker = f"/marker-{RUN_ID}"  # no such page: a 404, but its path is logged
+    assert httpx.get(f"http://{port['host_ip']}:{port['host_port']}{marker}", timeout=5).status_code == 404
+
+    deadline = time.monotonic() + 15
+    while True:
+        logs = client.get(f"/api/containers/{replica}/logs", params={"tail": 200}, headers=user.auth_headers)
+        assert logs.status_code == 200, logs.text
+        found = [line for line in logs.json()["lines"] if RUN_ID in line["text"]]
+        if found:
+            break
+        assert time.monotonic() < deadline, f"no shipped line mentions the request: {logs.json()['lines'][-5:]}"
+        time.sleep(0.5)
+    assert found[0]["stream"] == "stderr"
+    since = found[0]["ts"]
+    later = client.get(f"/api/containers/{replica}/logs", params={"since": since}, headers=user.auth_headers).json()
+    assert later["lines"] and all(line["ts"] >= since for line in later["lines"])
+
+
+def test_the_platform_announces_itself_to_admins(
+    client: httpx.Client, deployment: Deployment, test_database: str, lb_runtime: RunningLb, worker: RunningWorker
+) -> None:
+    """The host worker and lb-runtime register in internal-services, which only an admin can read."""
+    admin = sign_up_and_in(client)
+    with psycopg.connect(test_database) as conn:
+        conn.execute("UPDATE users SET role = 'admin' WHERE id = %s", (admin.id,))
+    tokens = client.post("/api/auth/signin", json={"email": admin.email, "password": admin.password}).json()
+    headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+
+    deadline = time.monotonic() + 20
+    while True:
+        listed = client.get(
+            "/api/service-discovery/services", params={"namespace": "internal-services"}, headers=headers
+        )
+        assert listed.status_code == 200, listed.text
+        services = {item["name"]: item["instances"] for item in listed.json()["items"]}
+        if {"host-worker", "lb-runtime"} <= set(services):
+            break
+        assert time.monotonic() < deadline, f"internal services: {sorted(services)}"
+        time.sleep(0.5)
+    lb_port = int(lb_runtime.admin_url.rsplit(":", 1)[1])
+    assert any(i["port"] == lb_port and i["status"] == "passing" for i in services["lb-runtime"])
+    # Workers other tests killed may linger, critical, until they expire; the session's own one passes.
+    worker_port = int(worker.env["BERTH_WORKER_ADMIN_PORT"])
+    [announced] = [i for i in services["host-worker"] if i["port"] == worker_port]
+    assert announced["status"] == "passing"
+    # The announced port serves the worker's metrics.
+    worker_metrics = httpx.get(f"http://{announced['address']}:{announced['port']}/metrics", timeout=5)
+    assert "berth_worker_jobs_total" in worker_metrics.text
+
+    refused = client.get(
+        "/api/service-discovery/services",
+        params={"namespace": "internal-services"},
+        headers=deployment.user.auth_headers,
+    )
+    assert refused.status_code == 404

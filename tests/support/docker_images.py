@@ -22,7 +22,7 @@ RUN ["/bin/busybox", "--install", "-s", "/bin"]
 COPY www /srv/www
 RUN chmod 755 /srv/www/cgi-bin/whoami
 EXPOSE 8080
-CMD ["httpd", "-f", "-v", "-p", "8080", "-h", "/srv/www"]
+CMD ["httpd", "-f", "-vv", "-p", "8080", "-h", "/srv/www"]
 """
 
 _FINDINGS = """\
