@@ -6,7 +6,7 @@ BERTH := $(VENV)/bin/berth
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help bootstrap up down status test lint format bench bench-images bench-containers
+.PHONY: help bootstrap up down status test lint format bench bench-images bench-containers bench-lb
 
 help:
 	@echo "make up        prepare this machine, then start the local platform (gateway on :8080)"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench     what the local gateway adds over the function served directly (BENCH_ARGS=...)"
 	@echo "make bench-images  complete->ready of a ~55 MB image against a bare docker load"
 	@echo "make bench-containers  create request -> first HTTP answer against a bare docker run"
+	@echo "make bench-lb  lb-runtime against nginx (HTTP) and HAProxy (TCP), pinned to one core each"
 
 bootstrap:
 	bash infrastructure/local/bootstrap.sh
@@ -52,3 +53,6 @@ bench-images:
 
 bench-containers:
 	$(VENV)/bin/python bench/container_start.py $(BENCH_ARGS)
+
+bench-lb:
+	$(VENV)/bin/python bench/lb_proxy.py $(BENCH_ARGS)

@@ -82,7 +82,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
     if not token:
         print("berth push: pass --token or set BERTH_TOKEN to an access token (POST /api/auth/signin)", file=sys.stderr)
         return 2
-    return push(args.api, token, Path(args.archive), args.name, args.tag)
+    return push(args.api, token, Path(args.archive), args.name, args.tag, quiet=args.quiet)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -150,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--tag", default="latest")
     push.add_argument("--api", default="http://127.0.0.1:8080", help="the gateway's URL")
     push.add_argument("--token", default=None, help="access token (default: $BERTH_TOKEN)")
+    push.add_argument("--quiet", action="store_true", help="print only the image id on stdout (progress on stderr)")
     push.set_defaults(run=_cmd_push)
 
     serve = commands.add_parser("serve", help="serve one function as a plain ASGI app, without the gateway")

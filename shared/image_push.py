@@ -7,8 +7,10 @@ complete, then poll while the platform reports its progress.
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,12 @@ def _fail(answer: httpx.Response) -> int:
     return 1
 
 
-def push(api: str, token: str, archive: Path, name: str, tag: str, timeout: float = 900.0) -> int:
+def push(
+    api: str, token: str, archive: Path, name: str, tag: str, timeout: float = 900.0, *, quiet: bool = False
+) -> int:
+    """Upload, complete and follow an image to ready. ``quiet``: progress and reports go to stderr and
+    stdout gets the image id alone (for scripts: ``IMAGE=$(berth push ... --quiet)``)."""
+    say = functools.partial(print, file=sys.stderr if quiet else sys.stdout, flush=True)
     if not archive.is_file():
         print(f"berth push: {archive} is not a file; make one with `docker save IMAGE > FILE`", file=sys.stderr)
         return 2
@@ -37,7 +44,7 @@ def push(api: str, token: str, archive: Path, name: str, tag: str, timeout: floa
             return _fail(created)
         image: dict[str, Any] = created.json()
         size = archive.stat().st_size
-        print(f"image {image['id']} ({name}:{tag}): uploading {size / 1e6:.1f} MB")
+        say(f"image {image['id']} ({name}:{tag}): uploading {size / 1e6:.1f} MB")
         with archive.open("rb") as data:
             stored = httpx.post(
                 image["upload"]["url"],
@@ -65,10 +72,13 @@ def push(api: str, token: str, archive: Path, name: str, tag: str, timeout: floa
             progress = current.get("progress") or {}
             line = f"{current['status']}" + (f": {progress['stage']} ({progress['percent']}%)" if progress else "")
             if line != last:
-                print(line, flush=True)
+                say(line)
                 last = line
             if current["status"] in TERMINAL:
-                return _report(current)
+                outcome = _report(current, say)
+                if quiet and outcome == 0:
+                    print(image["id"])
+                return outcome
             time.sleep(0.5)
     print(
         f"berth push: still not ready after {timeout:.0f}s; check `GET /api/images/{image['id']}` later",
@@ -77,20 +87,20 @@ def push(api: str, token: str, archive: Path, name: str, tag: str, timeout: floa
     return 1
 
 
-def _report(image: dict[str, Any]) -> int:
+def _report(image: dict[str, Any], say: Callable[..., None]) -> int:
     if image["status"] != "ready":
         print(f"{image['status']}: {image.get('reason') or 'no reason given'}", file=sys.stderr)
         return 1
     optimization = image.get("optimization") or {}
     findings = (image.get("scan") or {}).get("findings") or []
-    print(
+    say(
         f"size {image['size_bytes'] / 1e6:.1f} MB in {len(image['layers'])} layers; "
         f"ports {', '.join(image['exposed_ports']) or 'none'}; user {image['user'] or 'root'}"
     )
-    print(
+    say(
         f"efficiency {optimization.get('efficiency', 1):.1%}, "
         f"{optimization.get('wasted_bytes', 0) / 1e6:.2f} MB wasted by overwritten or deleted files"
     )
     for finding in findings:
-        print(f"  [{finding['severity']}] {finding['kind']} {finding['path']}: {finding['detail']}")
+        say(f"  [{finding['severity']}] {finding['kind']} {finding['path']}: {finding['detail']}")
     return 0

@@ -226,6 +226,29 @@ def test_berth_push_uploads_and_follows_progress_to_ready(
     assert "[critical] private_key /root/.ssh/id_rsa" in pushed.stdout
     assert user.access_token not in pushed.stdout + pushed.stderr
 
+    # --quiet: the image id alone on stdout (for scripts), the progress on stderr.
+    quiet = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shared.cli",
+            "push",
+            str(findings_archive),
+            "--name=quiet",
+            "--quiet",
+            f"--api={gateway.url}",
+        ],
+        env={**gateway.env, "BERTH_TOKEN": user.access_token},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert quiet.returncode == 0, quiet.stdout + quiet.stderr
+    image_id = quiet.stdout.strip()
+    assert client.get(f"/api/images/{image_id}", headers=user.auth_headers).json()["status"] == "ready"
+    assert "ready" in quiet.stderr.splitlines()
+
     missing = subprocess.run(
         [sys.executable, "-m", "shared.cli", "push", "/nonexistent.tar", "--name", "x", "--api", gateway.url],
         env={**gateway.env, "BERTH_TOKEN": user.access_token},
