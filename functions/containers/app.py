@@ -34,46 +34,37 @@ async def create_container(
 async def list_containers(
     user: CurrentUser,
     containers: Containers,
-    settings: Settings,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     service_name: Annotated[str | None, Query(alias="service", max_length=63)] = None,
     state: Annotated[str | None, Query(max_length=20)] = None,
 ) -> ContainerPage:
-    return await service.list_containers(containers, settings, user.user_id, limit, cursor, service_name, state)
+    return await service.list_containers(containers, user.user_id, limit, cursor, service_name, state)
 
 
 @router.get("/{container_id}", response_model=Container)
-async def get_container(container_id: str, user: CurrentUser, containers: Containers, settings: Settings) -> Container:
-    return await service.get_container(containers, settings, user.user_id, container_id)
+async def get_container(container_id: str, user: CurrentUser, containers: Containers) -> Container:
+    return await service.get_container(containers, user.user_id, container_id)
 
 
 @router.post("/{container_id}/start", status_code=202, response_model=Container)
-async def start_container(
-    container_id: str, user: CurrentUser, containers: Containers, queue: Queue, settings: Settings
-) -> Container:
-    return await service.change_state(containers, queue, settings, user.user_id, container_id, "start")
+async def start_container(container_id: str, user: CurrentUser, containers: Containers, queue: Queue) -> Container:
+    return await service.change_state(containers, queue, user.user_id, container_id, "start")
 
 
 @router.post("/{container_id}/stop", status_code=202, response_model=Container)
-async def stop_container(
-    container_id: str, user: CurrentUser, containers: Containers, queue: Queue, settings: Settings
-) -> Container:
-    return await service.change_state(containers, queue, settings, user.user_id, container_id, "stop")
+async def stop_container(container_id: str, user: CurrentUser, containers: Containers, queue: Queue) -> Container:
+    return await service.change_state(containers, queue, user.user_id, container_id, "stop")
 
 
 @router.post("/{container_id}/restart", status_code=202, response_model=Container)
-async def restart_container(
-    container_id: str, user: CurrentUser, containers: Containers, queue: Queue, settings: Settings
-) -> Container:
-    return await service.change_state(containers, queue, settings, user.user_id, container_id, "restart")
+async def restart_container(container_id: str, user: CurrentUser, containers: Containers, queue: Queue) -> Container:
+    return await service.change_state(containers, queue, user.user_id, container_id, "restart")
 
 
 @router.delete("/{container_id}", status_code=202, response_model=Container)
-async def delete_container(
-    container_id: str, user: CurrentUser, containers: Containers, queue: Queue, settings: Settings
-) -> Container:
-    return await service.change_state(containers, queue, settings, user.user_id, container_id, "delete")
+async def delete_container(container_id: str, user: CurrentUser, containers: Containers, queue: Queue) -> Container:
+    return await service.change_state(containers, queue, user.user_id, container_id, "delete")
 
 
 @router.get("/{container_id}/events", response_model=ContainerEventPage)

@@ -24,14 +24,14 @@ from functions.containers.models import (
     parse_since,
 )
 from functions.containers.store import ContainerStore
-from shared.config import AuthSettings, FunctionSettings, get_function_settings
+from shared.config import FunctionSettings, get_function_settings
 from shared.errors import BadRequest, Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from shared.host_ports import allocate_port, release_ports
 from shared.host_store import HostStore
 from shared.jobs import HostJobQueues, Job
 from shared.observability import get_logger
 from shared.pagination import decode_cursor, encode_cursor, parse_id
-from shared.secrets import SecretUnreadable, open_env, seal_env
+from shared.secrets import seal_env
 
 RECONCILE_CONTAINER = "container.reconcile"
 PORT_OWNER_KIND = "container"
@@ -42,32 +42,8 @@ STATES = ("pending", "creating", "starting", "running", "unhealthy", "stopping",
 
 logger = get_logger("containers", get_function_settings().log_level)
 
-# Sealed token -> the names in it. A token is random per seal and never changes meaning, so its names can
-# be kept; the values are never kept.
-_SECRET_NAMES: dict[str, list[str]] = {}
-_SECRET_NAMES_MAX = 4096
 
-
-def _secret_env_names(settings: AuthSettings, row: dict[str, Any]) -> list[str]:
-    """The names of the container's secret environment, sorted (opening the sealed token, values dropped)."""
-    token = row["secret_env"]
-    if not token:
-        return []
-    names = _SECRET_NAMES.get(token)
-    if names is None:
-        try:
-            names = sorted(open_env(settings, token))
-        except SecretUnreadable:
-            # The key changed since it was sealed: answer without the names rather than fail the request.
-            logger.warning("secret environment unreadable", extra={"container_id": str(row["id"])})
-            return []
-        if len(_SECRET_NAMES) >= _SECRET_NAMES_MAX:
-            _SECRET_NAMES.clear()
-        _SECRET_NAMES[token] = names
-    return list(names)
-
-
-def _container(row: dict[str, Any], settings: AuthSettings) -> Container:
+def _container(row: dict[str, Any]) -> Container:
     return Container(
         id=str(row["id"]),
         name=row["name"],
@@ -80,7 +56,7 @@ def _container(row: dict[str, Any], settings: AuthSettings) -> Container:
         reason=row["reason"],
         command=row["command"],
         env_names=sorted(row["env"] or {}),
-        secret_env_names=_secret_env_names(settings, row),
+        secret_env_names=sorted(row["secret_env_names"] or []),
         cpu=float(row["cpu"]),
         memory_mb=row["memory_mb"],
         restart_policy=row["restart_policy"],
@@ -147,6 +123,7 @@ async def create_container(
                 "command": body.command,
                 "env": body.env,
                 "secret_env": seal_env(settings, body.secret_env),
+                "secret_env_names": sorted(body.secret_env),
                 "ports": ports,
                 "cpu": body.cpu,
                 "memory_mb": body.memory_mb,
@@ -162,18 +139,15 @@ async def create_container(
         await release_ports(hosts, PORT_OWNER_KIND, container_id)
         raise Conflict(f"You already have a container named {body.name}; pick another name or delete it first.")
     await queue.send(host["id"], Job(RECONCILE_CONTAINER, {"container_id": str(container_id)}))
-    return _container(row, settings)
+    return _container(row)
 
 
-async def get_container(
-    containers: ContainerStore, settings: AuthSettings, owner_id: str, container_id: str
-) -> Container:
-    return _container(await _owned(containers, owner_id, container_id), settings)
+async def get_container(containers: ContainerStore, owner_id: str, container_id: str) -> Container:
+    return _container(await _owned(containers, owner_id, container_id))
 
 
 async def list_containers(
     containers: ContainerStore,
-    settings: AuthSettings,
     owner_id: str,
     limit: int,
     cursor: str | None,
@@ -186,7 +160,7 @@ async def list_containers(
     more = len(rows) > limit
     rows = rows[:limit]
     return ContainerPage(
-        items=[_container(row, settings) for row in rows],
+        items=[_container(row) for row in rows],
         next_cursor=encode_cursor(rows[-1]) if more and rows else None,
     )
 
@@ -203,7 +177,6 @@ _ACTIONS = {
 async def change_state(
     containers: ContainerStore,
     queue: HostJobQueues,
-    settings: AuthSettings,
     owner_id: str,
     container_id: str,
     action: str,
@@ -219,7 +192,7 @@ async def change_state(
         payload["restart"] = True
     # To the queue of the host the container is on now (a move to another host commits before this reads).
     await queue.send(updated["host_id"], Job(RECONCILE_CONTAINER, payload))
-    return _container(updated, settings)
+    return _container(updated)
 
 
 def _encode_event_cursor(event_id: int) -> str:

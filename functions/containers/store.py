@@ -11,7 +11,7 @@ from psycopg.types.json import Jsonb
 from shared.db import Database
 
 _COLUMNS = (
-    "id, owner_id, image_id, name, service, command, env, secret_env, ports, cpu, memory_mb, restart_policy, "
+    "id, owner_id, image_id, name, service, command, env, secret_env_names, ports, cpu, memory_mb, restart_policy, "
     "health_check, host_id, docker_id, desired_state, status, reason, restart_count, exit_code, created_at, "
     "updated_at"
 )
@@ -47,8 +47,8 @@ class ContainerStore:
             try:
                 cursor = await conn.execute(
                     "INSERT INTO containers (id, owner_id, image_id, name, service, command, env, secret_env, "
-                    "ports, cpu, memory_mb, restart_policy, health_check, host_id) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                    "secret_env_names, ports, cpu, memory_mb, restart_policy, health_check, host_id) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
                     f"RETURNING {_COLUMNS}",
                     (
                         container_id,
@@ -59,6 +59,7 @@ class ContainerStore:
                         Jsonb(values["command"]) if values["command"] is not None else None,
                         Jsonb(values["env"]),
                         values["secret_env"],
+                        values["secret_env_names"],
                         Jsonb(values["ports"]),
                         values["cpu"],
                         values["memory_mb"],
@@ -143,36 +144,24 @@ class ContainerStore:
     async def logs(self, container_id: str, tail: int, since: datetime | None) -> list[dict[str, Any]]:
         """The container's newest ``tail`` shipped log lines (at or after ``since`` when given), oldest first.
         The caller checked the container is the tenant's."""
-        conditions = ["container_id = %s"]
-        params: list[Any] = [container_id]
-        if since is not None:
-            conditions.append("ts >= %s")
-            params.append(since)
-        params.append(tail)
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
-                f"SELECT ts, stream, text FROM container_logs WHERE {' AND '.join(conditions)} "
-                "ORDER BY ts DESC, id DESC LIMIT %s",
-                params,
-            )
-            rows = await cursor.fetchall()
-        rows.reverse()
-        return rows
+        return await self._newest(
+            "container_logs", "ts, stream, text", "ts DESC, id DESC", container_id, since, ">=", tail
+        )
 
     async def stats(self, container_id: str, since: datetime | None, limit: int) -> list[dict[str, Any]]:
         """The container's newest ``limit`` samples (taken after ``since`` when given), oldest first. The caller
         checked the container is the tenant's."""
-        conditions = ["container_id = %s"]
-        params: list[Any] = [container_id]
-        if since is not None:
-            conditions.append("ts > %s")
-            params.append(since)
-        params.append(limit)
+        return await self._newest("container_stats", _STATS_COLUMNS, "ts DESC", container_id, since, ">", limit)
+
+    async def _newest(
+        self, table: str, columns: str, order: str, container_id: str, since: datetime | None, after: str, limit: int
+    ) -> list[dict[str, Any]]:
+        """The newest ``limit`` rows of a per-container time series (``ts {after} since``), oldest first."""
+        conditions = "container_id = %s" + (f" AND ts {after} %s" if since is not None else "")
+        params: list[Any] = [container_id, *([since] if since is not None else []), limit]
         async with self._db.transaction() as conn:
             cursor = await conn.execute(
-                f"SELECT {_STATS_COLUMNS} FROM container_stats WHERE {' AND '.join(conditions)} "
-                "ORDER BY ts DESC LIMIT %s",
-                params,
+                f"SELECT {columns} FROM {table} WHERE {conditions} ORDER BY {order} LIMIT %s", params
             )
             rows = await cursor.fetchall()
         rows.reverse()

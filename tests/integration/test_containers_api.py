@@ -186,20 +186,23 @@ async def test_secret_env_is_sealed_and_only_its_names_are_answered(
     _assert_not_logged(caplog, SECRET_VALUE)
 
 
-async def test_a_secret_env_sealed_with_another_key_does_not_break_reads(
+async def test_reads_answer_the_stored_names_without_opening_the_sealed_values(
     api: httpx.AsyncClient, world: dict[str, Any]
 ) -> None:
     # GIVEN a container whose secret environment was sealed before BERTH_SECRET_KEY changed
     container_id = _record(world)
     other_key = AuthSettings(secret_key=SecretStr("another deployment's key " + secrets.token_hex(8)))
-    _sql("UPDATE containers SET secret_env = %s WHERE id = %s", (seal_env(other_key, {"OLD": "x"}), container_id))
+    _sql(
+        "UPDATE containers SET secret_env = %s, secret_env_names = %s WHERE id = %s",
+        (seal_env(other_key, {"OLD": "x"}), ["OLD"], container_id),
+    )
 
-    # THEN get and list still answer, without names they cannot read
+    # THEN get and list answer its names all the same: reads never open the values
     got = await api.get(f"/api/containers/{container_id}", headers=world["owner"].headers)
     assert got.status_code == 200, got.text
-    assert got.json()["secret_env_names"] == []
+    assert got.json()["secret_env_names"] == ["OLD"]
     listed = await api.get("/api/containers", headers=world["owner"].headers)
-    assert listed.status_code == 200 and listed.json()["items"][0]["secret_env_names"] == []
+    assert listed.status_code == 200 and listed.json()["items"][0]["secret_env_names"] == ["OLD"]
 
 
 async def test_no_secret_env_stores_null(api: httpx.AsyncClient, world: dict[str, Any]) -> None:

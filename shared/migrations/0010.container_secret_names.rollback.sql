@@ -1,0 +1,1 @@
+ALTER TABLE containers DROP COLUMN secret_env_names;
