@@ -5,6 +5,7 @@ whatever the container's status, tenant-scoped."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import uuid
@@ -397,3 +398,38 @@ async def test_logs_outlive_the_container(
     assert answer.status_code == 200, answer.text
     [line] = answer.json()["lines"]
     assert (line["text"], line["stream"], datetime.fromisoformat(line["ts"])) == ("last words", "stderr", ts)
+
+
+async def test_fifty_concurrent_creates_get_fifty_distinct_ports(api: httpx.AsyncClient, world: dict[str, Any]) -> None:
+    # GIVEN the owner's ready image and one live host: the test's own (another test's worker may run a host
+    # in this database; it drains meanwhile, so no real container is started for these records)
+    _sql("UPDATE hosts SET heartbeat_at = now() WHERE id = %s", (world["host_id"],))
+    others = [
+        row[0]
+        for row in _sql(
+            "UPDATE hosts SET status = 'draining' WHERE status = 'up' AND id <> %s RETURNING id", (world["host_id"],)
+        )
+    ]
+    settings = get_function_settings()
+
+    # WHEN 50 creates, each publishing one port, arrive at once
+    async def create(index: int) -> httpx.Response:
+        body = {"image_id": world["image_id"], "name": f"burst-{index}", "ports": [{"container_port": 8080}]}
+        return await api.post("/api/containers", json=body, headers=world["owner"].headers)
+
+    try:
+        answers = await asyncio.gather(*(create(index) for index in range(50)))
+    finally:
+        if others:
+            _sql("UPDATE hosts SET status = 'up' WHERE id = ANY(%s)", (others,))
+
+    # THEN every one is accepted with a port of the range, and no host gives one port twice
+    assert [answer.status_code for answer in answers] == [202] * 50, [a.text for a in answers if a.status_code != 202]
+    placed = [(answer.json()["host_id"], answer.json()["ports"][0]["host_port"]) for answer in answers]
+    assert len(set(placed)) == 50
+    assert all(port in settings.host_port_range for _, port in placed)
+    allocated = _sql(
+        "SELECT host_id, port FROM port_allocations WHERE owner_id = ANY(%s::uuid[])",
+        ([answer.json()["id"] for answer in answers],),
+    )
+    assert sorted(allocated) == sorted(placed)
