@@ -116,13 +116,19 @@ async def test_forged_and_tampered_tokens_are_refused(
         _assert_refused(response, "invalid_token")
 
 
-def test_a_protected_route_needs_a_token_and_a_not_built_one_answers_501(
+def test_a_protected_route_needs_a_token_and_a_public_one_does_not(
     client: httpx.Client, signed_in_user: SignedInUser
 ) -> None:
     _assert_refused(client.get("/api/images"), "missing_token")
-    response = client.get("/ui/", headers=signed_in_user.auth_headers)
-    assert response.status_code == 501, response.text
-    assert response.json()["error"]["code"] == "not_implemented"
+    assert client.get("/api/images", headers=signed_in_user.auth_headers).status_code == 200
+    # The dashboard's routes are public: no token, or even a bad one, is checked there.
+    for headers in ({}, signed_in_user.auth_headers, {"Authorization": "Bearer not-a-token"}):
+        response = client.get("/ui/", headers=headers)
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("text/html")
+    refresh = client.post("/ui/session/refresh", headers={"Authorization": "Bearer not-a-token"})
+    assert refresh.status_code == 403, refresh.text
+    assert refresh.json()["error"]["code"] == "ui_header_required"
 
 
 @pytest.fixture

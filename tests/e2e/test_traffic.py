@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -334,3 +335,38 @@ def test_the_platform_announces_itself_to_admins(
         headers=deployment.user.auth_headers,
     )
     assert refused.status_code == 404
+
+
+# A replica whose whoami takes 300 ms: the same image, its own CGI written at start by a command override.
+SLOW_WHOAMI = (
+    "mkdir -p /tmp/www/cgi-bin && "
+    "printf '#!/bin/sh\\nsleep 0.3\\necho Content-Type: text/plain\\necho\\nhostname\\n' > /tmp/www/cgi-bin/whoami && "
+    "chmod 755 /tmp/www/cgi-bin/whoami && exec httpd -f -p 8080 -h /tmp/www"
+)
+
+
+def test_least_connections_sends_less_to_a_slow_replica(client: httpx.Client, deployment: Deployment) -> None:
+    user = deployment.user
+    fast = [_deploy(client, user, deployment.image_id, f"mixed-{index}", service="mixed") for index in range(2)]
+    slow = _deploy(client, user, deployment.image_id, "mixed-slow", service="mixed", command=["sh", "-c", SLOW_WHOAMI])
+    deployment.extra.extend(container["id"] for container in [*fast, slow])
+    slow_host = _hostname(slow)
+    answer = client.post(
+        "/api/load-balancer/listeners",
+        json={"service": "mixed", "algorithm": "least_connections"},
+        headers=user.auth_headers,
+    )
+    assert answer.status_code == 201, answer.text
+    listener = answer.json()
+    _routed(client, user, listener["id"], {container["id"]: 1 for container in [*fast, slow]})
+
+    # 6 clients at once, 20 requests each: a replica that holds its requests longer gets fewer new ones
+    def client_run(_: int) -> Counter[str]:
+        return _spread(listener["port"], 20)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        served = sum(pool.map(client_run, range(6)), Counter())
+
+    assert sum(served.values()) == 120
+    assert served[slow_host] < 120 / 3 / 2, served  # round robin would give it 40
+    assert client.delete(f"/api/load-balancer/listeners/{listener['id']}", headers=user.auth_headers).status_code == 204

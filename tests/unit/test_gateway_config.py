@@ -47,6 +47,10 @@ PUBLIC_ROUTES = {
     "GET /api/auth/.well-known/jwks.json",
     "ANY /ui",
     "ANY /ui/{proxy+}",
+    # The dashboard's sessions: signing in needs no token, and the other two work from the cookie.
+    "POST /ui/session",
+    "DELETE /ui/session",
+    "POST /ui/session/refresh",
 }
 EXPECTED_FUNCTIONS = {
     "POST /api/auth/signup": "AuthFunction",
@@ -81,9 +85,16 @@ EXPECTED_FUNCTIONS = {
     "GET /api/service-discovery/namespaces": "ServiceDiscoveryFunction",
     "GET /api/service-discovery/services": "ServiceDiscoveryFunction",
     "GET /api/service-discovery/services/{name}": "ServiceDiscoveryFunction",
-    "ANY /ui": "NotBuiltFunction",
-    "ANY /ui/{proxy+}": "NotBuiltFunction",
+    "POST /ui/session": "UiFunction",
+    "DELETE /ui/session": "UiFunction",
+    "POST /ui/session/refresh": "UiFunction",
+    "ANY /ui": "UiFunction",
+    "ANY /ui/{proxy+}": "UiFunction",
 }
+# Kept in the template, with no route, for the next part of the API that has no function yet.
+FALLBACK_FUNCTIONS = {"NotBuiltFunction"}
+THROTTLED_LIKE_SIGN_IN = ("POST /api/auth/signup", "POST /api/auth/signin", "POST /api/auth/refresh")
+THROTTLED_LIKE_SIGN_IN_UI = ("POST /ui/session", "POST /ui/session/refresh")
 
 
 def _document() -> dict[str, Any]:
@@ -170,9 +181,33 @@ def test_error_answers_share_the_error_shape() -> None:
         assert schema == {"$ref": "#/components/schemas/Error"}, name
 
 
-@pytest.mark.parametrize("route_key", sorted(k for k, f in EXPECTED_FUNCTIONS.items() if f == "NotBuiltFunction"))
-def test_not_built_routes_answer_501(route_key: str) -> None:
-    assert OPERATIONS[route_key]["responses"]["501"] == {"$ref": "#/components/responses/NotImplemented"}
+def test_every_template_function_serves_routes_or_is_the_fallback() -> None:
+    functions = {
+        logical_id
+        for logical_id, resource in TEMPLATE["Resources"].items()
+        if resource["Type"] == "AWS::Serverless::Function"
+    }
+    assert functions == set(EXPECTED_FUNCTIONS.values()) | FALLBACK_FUNCTIONS
+    for logical_id in FALLBACK_FUNCTIONS:
+        handler = TEMPLATE["Resources"][logical_id]["Properties"]["Handler"]
+        module_name, _, attribute = handler.rpartition(".")
+        assert callable(getattr(importlib.import_module(module_name), attribute))
+
+
+def test_ui_session_routes_document_the_cookie_and_the_ui_header() -> None:
+    ui_header = {"$ref": "#/components/parameters/BerthUiHeader"}
+    for route_key in ("POST /ui/session/refresh", "DELETE /ui/session"):
+        operation = OPERATIONS[route_key]
+        assert ui_header in operation["parameters"], route_key
+        assert operation["responses"]["403"] == {"$ref": "#/components/responses/Forbidden"}
+    assert "parameters" not in OPERATIONS["POST /ui/session"], "signing in needs no UI header"
+    for route_key in ("POST /ui/session", "POST /ui/session/refresh"):
+        ok = OPERATIONS[route_key]["responses"]["200"]
+        assert "Set-Cookie" in ok["headers"]
+        assert ok["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/UiSession"}
+    session = DOCUMENT["components"]["schemas"]["UiSession"]
+    assert set(session["required"]) == {"access_token", "expires_in", "user"}
+    assert "refresh_token" not in session["properties"], "the refresh token lives in the cookie only"
 
 
 @pytest.mark.parametrize(
@@ -235,8 +270,11 @@ def test_throttling_body_limit_and_cors_defaults() -> None:
         "perUser": {"limit": 300, "windowSeconds": 60},
     }
     assert DOCUMENT["x-berth-max-body-bytes"] == 1024 * 1024
-    for key in ("POST /api/auth/signup", "POST /api/auth/signin", "POST /api/auth/refresh"):
+    for key in THROTTLED_LIKE_SIGN_IN + THROTTLED_LIKE_SIGN_IN_UI:
         assert OPERATIONS[key]["x-berth-throttling"] == {"perIp": {"limit": 30, "windowSeconds": 60}}
+    route_settings = TEMPLATE["Resources"]["BerthHttpApi"]["Properties"]["RouteSettings"]
+    for key in THROTTLED_LIKE_SIGN_IN_UI:
+        assert route_settings[key] == route_settings["POST /api/auth/signin"], key
     cors = DOCUMENT["x-amazon-apigateway-cors"]
     assert cors["allowOrigins"] == ["http://127.0.0.1:8080", "http://localhost:8080"]
     assert cors["maxAge"] == 600
@@ -323,7 +361,7 @@ def test_local_gateway_reads_the_document_and_template() -> None:
         "ContainersFunction": "functions.containers.app:handler",
         "LoadBalancerFunction": "functions.load_balancer.app:handler",
         "ServiceDiscoveryFunction": "functions.service_discovery.app:handler",
-        "NotBuiltFunction": "functions.not_built.app:handler",
+        "UiFunction": "functions.ui.app:handler",
     }
 
 
