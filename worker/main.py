@@ -227,7 +227,8 @@ class Worker:
                     )
                 # Every round, not only when a host was just marked down: lost containers that found no
                 # live host last time try again.
-                await reschedule_containers_of_down_hosts(self.hosts, self.host_queues, self.settings)
+                registry = self.context.registry_sync.registry if self.context.registry_sync is not None else None
+                await reschedule_containers_of_down_hosts(self.hosts, self.host_queues, self.settings, registry)
             except DependencyError as exc:
                 log_event(logger, "host heartbeat failed; will retry", error=str(exc))
             await self._sleep(self.settings.host_heartbeat_seconds)

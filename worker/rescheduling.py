@@ -24,6 +24,7 @@ from shared.host_ports import allocate_port, release_ports
 from shared.host_store import HostStore
 from shared.jobs import HostJobQueues, Job
 from shared.observability import get_logger, log_event
+from shared.registry import Namespace, ServiceRegistry
 
 logger = get_logger("worker")
 
@@ -48,9 +49,10 @@ def lost_reason(host_id: str) -> str:
 
 
 async def reschedule_containers_of_down_hosts(
-    hosts: HostStore, queues: HostJobQueues, settings: HostSettings
+    hosts: HostStore, queues: HostJobQueues, settings: HostSettings, registry: ServiceRegistry | None = None
 ) -> SweepResult:
-    """Settle, mark lost and move every container not deleted whose host is down (see the module doc)."""
+    """Settle, mark lost and move every container not deleted whose host is down (see the module doc). A
+    container marked lost leaves the registry at once (with ``registry``): no traffic goes to a dead host."""
     result = SweepResult()
     for row in await hosts.reclaim_lost_containers():
         container_id, host_id = str(row["id"]), str(row["host_id"])
@@ -70,6 +72,8 @@ async def reschedule_containers_of_down_hosts(
             if row["status"] != "lost" and await hosts.mark_container_lost(container_id, host_id, lost_reason(host_id)):
                 result.lost.append(container_id)
                 log_event(logger, "container lost", container_id=container_id, host_id=host_id)
+                if registry is not None:
+                    await registry.deregister(Namespace.CLIENT_CONTAINERS, container_id)
             moved_to = await _move(hosts, queues, settings, container_id, host_id)
         except BerthError as exc:
             log_event(

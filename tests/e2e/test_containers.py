@@ -171,10 +171,15 @@ def test_deploy_reach_stop_start_delete(
         assert refused.json()["error"]["code"] == "not_found"
     assert client.get("/api/containers", headers=other.auth_headers).json()["items"] == []
 
-    # AND its logs show the request
-    logs = client.get(f"/api/containers/{container['id']}/logs?tail=50", headers=user.auth_headers)
-    assert logs.status_code == 200, logs.text
-    assert isinstance(logs.json()["lines"], list)
+    # AND its logs show the request (httpd logs each one on stderr; the host worker ships the lines)
+    deadline = time.monotonic() + 20
+    while True:
+        logs = client.get(f"/api/containers/{container['id']}/logs?tail=50", headers=user.auth_headers)
+        assert logs.status_code == 200, logs.text
+        if any("/cgi-bin/whoami" in line["text"] for line in logs.json()["lines"]):
+            break
+        assert time.monotonic() < deadline, logs.json()
+        time.sleep(0.5)
 
     # WHEN stopped THEN it is stopped and the port no longer answers
     stopped = client.post(f"/api/containers/{container['id']}/stop", headers=user.auth_headers)
@@ -188,6 +193,24 @@ def test_deploy_reach_stop_start_delete(
     assert started.status_code == 202, started.text
     _wait_for(client, user, container["id"], "running")
     assert _whoami(port["host_port"]).status_code == 200
+
+    # WHEN restarted THEN the same Docker container starts afresh and answers again
+    [docker_container] = docker_client.containers.list(filters={"label": f"{CONTAINER_ID_LABEL}={container['id']}"})
+    started_at = docker_container.attrs["State"]["StartedAt"]
+    restarted = client.post(f"/api/containers/{container['id']}/restart", headers=user.auth_headers)
+    assert restarted.status_code == 202, restarted.text
+    deadline = time.monotonic() + 30
+    while True:
+        docker_container.reload()
+        if docker_container.attrs["State"]["StartedAt"] != started_at and docker_container.status == "running":
+            break
+        assert time.monotonic() < deadline, "the container was not restarted"
+        time.sleep(0.2)
+    _wait_for(client, user, container["id"], "running")
+    assert _whoami(port["host_port"]).status_code == 200
+    events = client.get(f"/api/containers/{container['id']}/events", headers=user.auth_headers).json()["items"]
+    newest = [event["status"] for event in events[:4]]  # newest first: running <- starting <- stopping
+    assert newest[0] == "running" and "stopping" in newest, newest
 
     # WHEN deleted THEN it is deleted, Docker has no container of it, and the image can go
     deleted = client.delete(f"/api/containers/{container['id']}", headers=user.auth_headers)

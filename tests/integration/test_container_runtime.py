@@ -26,6 +26,7 @@ from shared.container_runtime import (
     DockerRuntime,
     RuntimeFinal,
 )
+from tests.conftest import LOCAL_AWS_PORT
 from tests.support.docker_images import build_test_image
 
 pytestmark = pytest.mark.docker
@@ -217,8 +218,9 @@ async def test_the_platform_services_are_unreachable_from_the_container(
         code, output = await asyncio.to_thread(_exec, docker_client, web["id"], [*FETCH, control_url])
         assert (code, output) == (0, "control"), output
 
-        # WHEN the container tries PostgreSQL and Redis, which listen on the host's 127.0.0.1 only
-        for port in (5432, 6379):
+        # WHEN the container tries PostgreSQL, Redis and the local AWS (moto), which listen on the host's
+        # 127.0.0.1 only
+        for port in (5432, 6379, LOCAL_AWS_PORT):
             code, output = await asyncio.to_thread(
                 _exec, docker_client, web["id"], [*FETCH, f"http://{gateway}:{port}/"]
             )

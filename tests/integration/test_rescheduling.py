@@ -27,6 +27,8 @@ from shared.db import Database, get_database
 from shared.host_ports import allocate_port
 from shared.host_store import HostStore
 from shared.jobs import SqsHostJobQueues, ensure_host_queue, host_queue_name
+from shared.registry import Instance, Namespace
+from shared.registry.postgres import PostgresRegistry
 from shared.storage import aws_client
 from tests.conftest import RUN_ID, start_worker, stop_process
 from worker.hosts import mark_stale_hosts_down, register_host
@@ -305,6 +307,37 @@ async def test_with_no_live_host_a_container_stays_lost_until_one_appears(
     moved = await container(database, container_id)
     assert (moved["host_id"], moved["status"]) == (alive, "pending")
     assert [job["payload"]["container_id"] for job in queued_jobs(alive)] == [container_id]
+
+
+async def test_a_lost_container_leaves_the_registry_at_once(
+    database: Database, store: HostStore, tenant: Tenant, placement: Callable[[str], str], test_database: str
+) -> None:
+    # GIVEN a container registered as a passing instance on a host that stopped heartbeating
+    dead = placement("dead")
+    await register_host(store, dead, "127.0.0.1", 2, 2048)
+    container_id = await place_container(database, store, tenant, dead)
+    registry = PostgresRegistry(test_database)
+    await registry.register(
+        Instance(
+            id=container_id,
+            namespace=Namespace.CLIENT_CONTAINERS,
+            service="lost-svc",
+            owner_id=uuid.UUID(tenant.owner_id),
+            address="127.0.0.1",
+            port=30999,
+        )
+    )
+    await go_silent(database, dead)
+    await mark_stale_hosts_down(store, 30)
+
+    # WHEN a sweep marks it lost
+    swept = await reschedule_containers_of_down_hosts(
+        store, SqsHostJobQueues(sweep_settings()), sweep_settings(), registry
+    )
+
+    # THEN no instance of it is left to route to (it does not wait for its TTL to lapse)
+    assert swept.lost == [container_id]
+    assert await registry.instances(Namespace.CLIENT_CONTAINERS, "lost-svc") == []
 
 
 async def test_deleted_containers_settle_and_a_hosts_own_lost_ones_go_back_to_it(
