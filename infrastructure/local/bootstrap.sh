@@ -74,6 +74,8 @@ PYTHON="$(pick_python)" || die "Python 3.11 or newer is needed (apt-get install 
 # Debian splits venv/ensurepip out of its own Python; .venv and the tool venvs need it.
 "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || wanted+=(python3-venv)
 command -v make >/dev/null 2>&1 || wanted+=(make)
+# The UI's browser tests (tests/ui) drive Debian's Chromium through Playwright; no browser is downloaded.
+[ -x /usr/bin/chromium ] || wanted+=(chromium)
 
 if [ ${#wanted[@]} -gt 0 ]; then
   say "installing ${wanted[*]}"

@@ -1,0 +1,204 @@
+// The only module that talks to the server. The access token lives in this module's memory and nowhere
+// else (never localStorage or sessionStorage); the refresh token is an HttpOnly cookie the browser sends
+// only to /ui/session, so a page reload resumes the session through POST /ui/session/refresh.
+
+let accessToken = null;
+let currentUser = null;
+let refreshInFlight = null;
+let sessionExpiredHandler = () => {};
+
+/** An API answer other than 2xx, or no answer at all (status 0): what the server said, in its words. */
+export class ApiError extends Error {
+  constructor(status, code, message, requestId = null, details = null) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+    this.code = code;
+    this.requestId = requestId;
+    this.details = details;
+    this.retryAfter = null;
+  }
+}
+
+/** The session could not be refreshed: the user must sign in again (the app shows the sign-in page). */
+export class SessionExpired extends ApiError {
+  constructor(message = "Your session has ended.") {
+    super(401, "session_expired", message);
+    this.name = "SessionExpired";
+  }
+}
+
+export function onSessionExpired(handler) {
+  sessionExpiredHandler = handler;
+}
+
+export function signedInUser() {
+  return currentUser;
+}
+
+export function isSignedIn() {
+  return accessToken !== null;
+}
+
+async function readError(response) {
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    body = null;
+  }
+  const error = body && typeof body === "object" ? body.error : null;
+  const apiError = error && typeof error === "object"
+    ? new ApiError(response.status, String(error.code ?? "error"), String(error.message ?? ""), error.request_id ?? null, error.details ?? null)
+    : new ApiError(response.status, "http_" + response.status, `The server answered ${response.status} ${response.statusText}.`);
+  const retryAfter = response.headers.get("Retry-After");
+  if (retryAfter) apiError.retryAfter = Number(retryAfter) || null;
+  return apiError;
+}
+
+async function send(method, url, { body, headers = {} } = {}) {
+  const init = { method, headers: { Accept: "application/json", ...headers }, credentials: "same-origin", cache: "no-store" };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  try {
+    return await fetch(url, init);
+  } catch (cause) {
+    const error = new ApiError(0, "network_error", "Berth did not answer (the network or the server is down).");
+    error.cause = cause;
+    throw error;
+  }
+}
+
+function keepSession(body) {
+  accessToken = body.access_token;
+  currentUser = body.user ?? null;
+  return currentUser;
+}
+
+function forgetSession() {
+  accessToken = null;
+  currentUser = null;
+}
+
+/** Sign in through the UI's session route: the refresh token becomes an HttpOnly cookie. */
+export async function signIn(email, password) {
+  const response = await send("POST", "/ui/session", { body: { email, password } });
+  if (!response.ok) throw await readError(response);
+  return keepSession(await response.json());
+}
+
+export async function signUp(email, password) {
+  const response = await send("POST", "/api/auth/signup", { body: { email, password } });
+  if (!response.ok) throw await readError(response);
+  return signIn(email, password);
+}
+
+/** Resume or renew the session from the cookie; true when it worked. Concurrent callers share one call. */
+export function refreshSession() {
+  refreshInFlight ??= (async () => {
+    try {
+      const response = await send("POST", "/ui/session/refresh", { headers: { "X-Berth-UI": "1" } });
+      if (!response.ok) {
+        forgetSession();
+        return false;
+      }
+      keepSession(await response.json());
+      return true;
+    } catch {
+      return false;
+    } finally {
+      refreshInFlight = null;
+    }
+  })();
+  return refreshInFlight;
+}
+
+export async function signOut() {
+  const headers = { "X-Berth-UI": "1" };
+  if (accessToken) headers.Authorization = `Bearer ${accessToken}`;
+  try {
+    const response = await send("DELETE", "/ui/session", { headers });
+    if (!response.ok && response.status !== 401) throw await readError(response);
+  } finally {
+    forgetSession();
+  }
+}
+
+function withQuery(path, query) {
+  if (!query) return path;
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(query)) {
+    if (value !== undefined && value !== null && value !== "") params.set(key, String(value));
+  }
+  const text = params.toString();
+  return text ? `${path}?${text}` : path;
+}
+
+/**
+ * Call the public API as the signed-in user. On a 401 the session is refreshed once and the call retried;
+ * when that fails too, the app is told (it shows sign-in) and SessionExpired is thrown.
+ */
+export async function api(method, path, { body, query } = {}) {
+  const url = withQuery(`/api${path}`, query);
+  for (let attempt = 0; attempt < 2; attempt += 1) {
+    const headers = accessToken ? { Authorization: `Bearer ${accessToken}` } : {};
+    const response = await send(method, url, { body, headers });
+    if (response.status === 401 && attempt === 0 && (await refreshSession())) continue;
+    if (response.status === 401) {
+      forgetSession();
+      const expired = new SessionExpired();
+      sessionExpiredHandler(expired);
+      throw expired;
+    }
+    if (!response.ok) throw await readError(response);
+    if (response.status === 204) return null;
+    const text = await response.text();
+    return text ? JSON.parse(text) : null;
+  }
+  throw new SessionExpired();
+}
+
+/**
+ * POST a file straight to object storage with a presigned form (fields first, then the file), reporting
+ * progress as onProgress(loaded, total). Resolves on 2xx; rejects with an ApiError naming what failed.
+ */
+export function uploadFile(upload, file, onProgress) {
+  return new Promise((resolve, reject) => {
+    const form = new FormData();
+    for (const [name, value] of Object.entries(upload.fields ?? {})) form.append(name, value);
+    form.append("file", file);
+    const request = new XMLHttpRequest();
+    request.open("POST", upload.url);
+    request.upload.addEventListener("progress", (event) => {
+      if (event.lengthComputable) onProgress(event.loaded, event.total);
+    });
+    request.addEventListener("load", () => {
+      if (request.status >= 200 && request.status < 300) {
+        onProgress(file.size, file.size);
+        resolve();
+        return;
+      }
+      reject(new ApiError(request.status, "upload_refused", storageMessage(request.responseText, request.status)));
+    });
+    request.addEventListener("error", () => {
+      reject(new ApiError(0, "upload_network_error", "The browser could not send the file to storage (the connection failed or storage does not accept this site's origin)."));
+    });
+    request.addEventListener("abort", () => reject(new ApiError(0, "upload_aborted", "The upload was cancelled.")));
+    request.send(form);
+  });
+}
+
+// S3 answers errors as XML (<Error><Code/><Message/></Error>); parsed as data, never rendered as markup.
+function storageMessage(text, status) {
+  try {
+    const xml = new DOMParser().parseFromString(text, "application/xml");
+    const message = xml.querySelector("Error > Message")?.textContent;
+    const code = xml.querySelector("Error > Code")?.textContent;
+    if (message || code) return `Storage refused the upload (${status}${code ? ` ${code}` : ""}): ${message ?? ""}`.trim();
+  } catch {
+    // fall through to the plain message
+  }
+  return `Storage refused the upload (HTTP ${status}).`;
+}

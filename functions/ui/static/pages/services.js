@@ -1,0 +1,208 @@
+// Services and load balancing: listeners (external port, protocol, algorithm, weights), each with its
+// instances' health and live RPS and latency charts polled from the listener's stats.
+import { api } from "../api.js";
+import { h, clear, field, details, table, statusBadge, formatNumber } from "../dom.js";
+import { confirmDialog } from "../dialog.js";
+import { lineChart, rollingSeries } from "../chart.js";
+import { poll } from "../live.js";
+import { announce } from "../messages.js";
+
+export async function servicesPage(ctx) {
+  ctx.heading("Services and load balancing");
+  const listErrors = ctx.errorBox();
+  const placeholder = h("p", {}, "Loading listeners…");
+  const list = h("div", { class: "listeners" }, placeholder);
+  const containers = await api("GET", "/containers", { query: { limit: 100 } }).catch((error) => {
+    listErrors.show(error);
+    return { items: [] };
+  });
+  const byId = new Map(containers.items.map((container) => [container.id, container]));
+  ctx.main.append(
+    createListenerForm(ctx, containers.items),
+    h("section", { "aria-labelledby": "listeners-title" }, h("h2", { id: "listeners-title" }, "Listeners"), listErrors.node, list),
+  );
+
+  const cards = new Map(); // listener id -> {node, stop}
+  ctx.onLeave(() => cards.forEach((card) => card.stop()));
+  ctx.onLeave(
+    poll(async () => {
+      let page;
+      try {
+        page = await api("GET", "/load-balancer/listeners", { query: { limit: 100 } });
+      } catch (error) {
+        if (ctx.alive()) listErrors.show(error);
+        return;
+      }
+      if (!ctx.alive()) return;
+      listErrors.clear();
+      const seen = new Set(page.items.map((listener) => listener.id));
+      for (const [id, card] of cards) {
+        if (!seen.has(id)) {
+          card.stop();
+          card.node.remove();
+          cards.delete(id);
+        }
+      }
+      if (page.items.length === 0) {
+        placeholder.textContent = "No listeners yet: create one above to give a service an external port.";
+        placeholder.className = "empty";
+        list.replaceChildren(placeholder);
+        return;
+      }
+      placeholder.remove();
+      for (const listener of page.items) {
+        if (!cards.has(listener.id)) {
+          const card = listenerCard(ctx, listener, byId);
+          cards.set(listener.id, card);
+          list.append(card.node);
+        }
+      }
+    }, 5000),
+  );
+}
+
+function createListenerForm(ctx, containers) {
+  const errors = ctx.errorBox();
+  const services = [...new Set(containers.map((container) => container.service).filter(Boolean))].sort();
+  const service = h("input", { type: "text", name: "service", required: true, list: "known-services", autocomplete: "off", spellcheck: "false" });
+  const known = h("datalist", { id: "known-services" }, services.map((name) => h("option", { value: name })));
+  const port = h("input", { type: "number", name: "port", min: "1", max: "65535" });
+  const protocol = h("select", { name: "protocol" }, ["http", "tcp"].map((value) => h("option", { value }, value)));
+  const algorithm = h("select", { name: "algorithm" }, [["round_robin", "Round robin"], ["least_connections", "Least connections"], ["weighted", "Weighted"]].map(([value, label]) => h("option", { value }, label)));
+  const weightsBox = h("fieldset", { class: "repeatable", hidden: true }, h("legend", {}, "Weights"), h("p", { class: "hint" }, "Relative share of requests per container (0 sends it nothing)."));
+  const weightInputs = new Map();
+  let drawnFor = null;
+  const drawWeights = () => {
+    // Only when the service changed: a redraw would throw away what the user typed.
+    if (drawnFor === service.value.trim()) return;
+    drawnFor = service.value.trim();
+    for (const node of [...weightsBox.querySelectorAll(".field")]) node.remove();
+    weightInputs.clear();
+    for (const container of containers.filter((item) => item.service === service.value.trim())) {
+      const input = h("input", { type: "number", min: "0", max: "1000", value: "1", name: `weight-${container.id}` });
+      weightInputs.set(container.id, input);
+      weightsBox.append(field(`Weight of ${container.name}`, input));
+    }
+    if (weightInputs.size === 0) weightsBox.append(h("div", { class: "field" }, h("p", { class: "hint" }, "No containers in this service yet.")));
+  };
+  algorithm.addEventListener("change", () => {
+    weightsBox.hidden = algorithm.value !== "weighted";
+    drawWeights();
+  });
+  service.addEventListener("change", drawWeights);
+  const submit = h("button", { type: "submit", class: "primary" }, "Create listener");
+  const form = h(
+    "form",
+    { class: "card", "aria-labelledby": "create-listener-title" },
+    h("h2", { id: "create-listener-title" }, "Create a listener"),
+    known,
+    h("div", { class: "row" },
+      field("Service", service, services.length ? `Your services: ${services.join(", ")}.` : "Give containers a service name first."),
+      field("External port (optional)", port, "Leave empty and Berth picks a free one."),
+      field("Protocol", protocol),
+      field("Algorithm", algorithm),
+    ),
+    weightsBox,
+    errors.node,
+    h("div", { class: "actions" }, submit),
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    errors.clear();
+    const body = { service: service.value.trim(), protocol: protocol.value, algorithm: algorithm.value };
+    if (port.value) body.port = Number(port.value);
+    if (algorithm.value === "weighted") body.weights = Object.fromEntries([...weightInputs].map(([id, input]) => [id, Number(input.value)]));
+    submit.disabled = true;
+    try {
+      const listener = await api("POST", "/load-balancer/listeners", { body });
+      announce(`Listener for ${listener.service} created on port ${listener.port}.`);
+      ctx.navigate("/services");
+    } catch (error) {
+      errors.show(error, error.status === 409 ? "That port is taken; choose another or leave it empty." : undefined);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  return form;
+}
+
+function listenerCard(ctx, listener, containersById) {
+  const errors = ctx.errorBox();
+  const titleId = `listener-${listener.id}`;
+  const rpsSeries = rollingSeries();
+  const p50 = rollingSeries();
+  const p95 = rollingSeries();
+  const p99 = rollingSeries();
+  const rps = lineChart({ title: "Requests per second", metric: "rps", format: (value) => `${formatNumber(value)} req/s` });
+  const latency = lineChart({ title: "Latency", metric: "latency", format: (value) => `${formatNumber(value)} ms` });
+  const totals = h("p", { class: "totals" }, "Waiting for statistics…");
+  const instances = h("div", {}, h("p", {}, "Waiting for statistics…"));
+  const remove = h("button", { type: "button", class: "danger small", "aria-label": `Delete the listener of ${listener.service} on port ${listener.port}` }, "Delete listener");
+  const nameOf = (id) => containersById.get(id)?.name ?? id;
+  const weights = Object.entries(listener.weights ?? {}).sort(([a], [b]) => nameOf(a).localeCompare(nameOf(b)));
+  const node = h(
+    "article",
+    { class: "card listener", "aria-labelledby": titleId, dataset: { listener: listener.id } },
+    h("h3", { id: titleId }, `${listener.service} on port ${listener.port}`),
+    details([
+      ["External address", h("code", { class: "external-address" }, `${listener.address}:${listener.port}`)],
+      ["Protocol", listener.protocol],
+      ["Algorithm", listener.algorithm.replace(/_/g, " ")],
+      ["Weights", weights.length ? weights.map(([id, weight]) => `${nameOf(id)}: ${weight}`).join(", ") : "equal"],
+      ["Health check", listener.health_check ? `${listener.health_check.type} ${listener.health_check.path ?? ""} every ${listener.health_check.interval_seconds}s` : "passive (connection failures)"],
+    ]),
+    totals,
+    h("div", { class: "charts" }, rps.node, latency.node),
+    h("h4", {}, "Instances"),
+    instances,
+    errors.node,
+    h("div", { class: "actions" }, remove),
+  );
+  remove.addEventListener("click", async () => {
+    const ok = await confirmDialog({ title: "Delete listener?", message: `Stop serving ${listener.service} on port ${listener.port}? The containers keep running.` });
+    if (!ok) return;
+    try {
+      await api("DELETE", `/load-balancer/listeners/${encodeURIComponent(listener.id)}`);
+      announce(`Deleted the listener on port ${listener.port}.`);
+      ctx.navigate("/services");
+    } catch (error) {
+      errors.show(error);
+    }
+  });
+  const stop = poll(async () => {
+    let stats;
+    try {
+      stats = await api("GET", `/load-balancer/listeners/${encodeURIComponent(listener.id)}/stats`);
+    } catch (error) {
+      if (ctx.alive()) errors.show(error);
+      return;
+    }
+    if (!ctx.alive()) return;
+    errors.clear();
+    const now = Date.now();
+    rpsSeries.push(stats.rps, now);
+    p50.push(stats.latency_ms?.p50, now);
+    p95.push(stats.latency_ms?.p95, now);
+    p99.push(stats.latency_ms?.p99, now);
+    rps.update([{ name: "RPS", points: rpsSeries.points }]);
+    latency.update([{ name: "p50", points: p50.points }, { name: "p95", points: p95.points }, { name: "p99", points: p99.points }]);
+    totals.textContent = `${stats.requests} requests, ${stats.errors} errors, ${stats.active_connections} open connections`;
+    clear(instances).append(
+      stats.instances.length
+        ? table(
+            `Instances of ${listener.service}`,
+            ["Container", "Address", "Health", "Requests", "Errors", "Open"],
+            stats.instances.map((instance) => [
+              containersById.get(instance.id)?.name ?? instance.id,
+              `${instance.address}:${instance.port}`,
+              statusBadge(instance.status),
+              String(instance.requests),
+              String(instance.errors),
+              String(instance.active_connections),
+            ]),
+          )
+        : h("p", {}, "No instances: start containers in this service."),
+    );
+  });
+  return { node, stop };
+}
