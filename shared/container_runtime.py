@@ -8,7 +8,7 @@ trying again will not help).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -72,7 +72,7 @@ class ContainerSpec:
 
 
 class ContainerRuntime(Protocol):
-    async def load_image(self, chunks: Iterator[bytes]) -> str:
+    async def load_image(self, chunks: Iterable[bytes]) -> str:
         """Load a ``docker save`` stream; returns the loaded image id (``sha256:...``)."""
         ...
 
@@ -178,8 +178,10 @@ class DockerRuntime:
         except (DockerException, requests.RequestException) as exc:
             raise _classify(exc, action) from exc
 
-    async def load_image(self, chunks: Iterator[bytes]) -> str:
+    async def load_image(self, chunks: Iterable[bytes]) -> str:
         def load() -> str:
+            # A sized iterable (``len()``) goes out with a Content-Length, each chunk as one write; anything
+            # else is sent with chunked transfer encoding.
             output = self._client.api.load_image(chunks)
             messages = output if isinstance(output, list) else list(output)
             for message in messages:

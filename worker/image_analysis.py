@@ -12,10 +12,12 @@ too many entries or bytes, or layers that decompress far beyond their size (deco
 
 from __future__ import annotations
 
+import copy
 import gzip
 import heapq
 import io
 import json
+import os
 import posixpath
 import re
 import stat
@@ -261,6 +263,8 @@ class _OuterArchive:
         for member in tar:
             path = _clean_member_path(member.name, where="archive")
             _check_type(member, path, where="archive")
+            if member.issparse():
+                raise ArchiveRejected(f"archive: entry '{path}' is a sparse file, which 'docker save' never writes")
             if member.issym() or member.islnk():
                 _check_link(member, path, where="archive", allow_absolute_symlinks=False)
             budget.spend(member, "archive")
@@ -511,54 +515,101 @@ def analyse_archive(path: Path, limits: ArchiveLimits | None = None) -> ImageAna
     )
 
 
-def iter_load_stream(path: Path, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
-    """The archive as ``docker load`` should see it: with every repository tag removed.
+class LoadStream:
+    """The validated archive as ``docker load`` should see it: with every repository tag removed.
 
     Tags inside an upload are the uploader's words; loading them as-is would let one tenant re-point
     another's (or the platform's) image names. The worker tags the loaded image itself, by config digest.
+
+    Every header is written afresh from what ``tarfile`` parsed, so Docker reads exactly the entries that
+    were validated, never the upload's own header bytes. File contents are sent straight from their byte
+    ranges in the archive, in large reads: nothing is decoded or re-buffered in Python, and the length is
+    known up front, so Docker gets a plain body rather than a chunked one. Iterate it to get the bytes.
     """
-    with tarfile.open(path, mode="r:") as source:
-        sink = _ChunkSink()
-        with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as out:
-            for member in source:
-                name = _clean_member_path(member.name, where="archive")
-                if name == "repositories":
+
+    def __init__(self, path: Path, chunk_size: int = 4 * 1024 * 1024) -> None:
+        self._path = path
+        self._chunk_size = chunk_size
+        # Bytes to send as they are, or (offset, size) ranges of the archive to send from the file.
+        self._parts: list[bytes | tuple[int, int]] = []
+        self._length = 0
+        try:
+            with tarfile.open(path, mode="r:") as source:
+                for member in source:
+                    self._add_member(source, member)
+        except tarfile.TarError as exc:
+            raise ArchiveRejected(f"the archive is not a valid tar ({exc})") from exc
+        # The end-of-archive blocks, padded to a whole record as tarfile writes them.
+        self._add(tarfile.NUL * (2 * tarfile.BLOCKSIZE))
+        self._add(_padding(self._length, tarfile.RECORDSIZE))
+
+    def _add_member(self, source: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        name = _clean_member_path(member.name, where="archive")
+        if name == "repositories":
+            return
+        if name == "manifest.json":
+            self._add_manifest(source, member)
+        elif member.isfile():
+            if member.issparse():
+                raise ArchiveRejected(f"archive: entry '{name}' is a sparse file, which 'docker save' never writes")
+            self._add(_header(member))
+            self._add((member.offset_data, member.size))
+            self._add(_padding(member.size))
+        else:
+            self._add(_header(member))
+
+    def _add_manifest(self, source: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        extracted = source.extractfile(member)
+        if extracted is None:
+            raise ArchiveRejected("archive: 'manifest.json' is not a regular file")
+        try:
+            manifest = json.loads(extracted.read())
+            for entry in manifest:
+                entry["RepoTags"] = None
+        except (ValueError, TypeError) as exc:
+            raise ArchiveRejected("manifest.json is malformed") from exc
+        data = json.dumps(manifest).encode()
+        info = tarfile.TarInfo("manifest.json")
+        info.size, info.mtime, info.mode = len(data), member.mtime, member.mode
+        self._add(_header(info))
+        self._add(data)
+        self._add(_padding(len(data)))
+
+    def _add(self, part: bytes | tuple[int, int]) -> None:
+        if isinstance(part, bytes):
+            if not part:
+                return
+            self._length += len(part)
+            if self._parts and isinstance(self._parts[-1], bytes):
+                self._parts[-1] += part  # headers and padding in a row go out as one write
+                return
+        else:
+            self._length += part[1]
+        self._parts.append(part)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Iterator[bytes]:
+        with self._path.open("rb", buffering=0) as archive:
+            descriptor = archive.fileno()
+            for part in self._parts:
+                if isinstance(part, bytes):
+                    yield part
                     continue
-                if name == "manifest.json":
-                    manifest = json.loads(source.extractfile(member).read())  # type: ignore[union-attr]
-                    for entry in manifest:
-                        entry["RepoTags"] = None
-                    data = json.dumps(manifest).encode()
-                    info = tarfile.TarInfo("manifest.json")
-                    info.size, info.mtime, info.mode = len(data), member.mtime, member.mode
-                    out.addfile(info, io.BytesIO(data))
-                elif member.isfile():
-                    out.addfile(member, source.extractfile(member))
-                else:
-                    out.addfile(member)
-                if sink.size() >= chunk_size:
-                    yield sink.take()
-        yield sink.take()
+                offset, size = part
+                while size > 0:
+                    chunk = os.pread(descriptor, min(size, self._chunk_size), offset)
+                    if not chunk:
+                        raise ArchiveRejected("the archive ends in the middle of an entry")
+                    yield chunk
+                    offset, size = offset + len(chunk), size - len(chunk)
 
 
-class _ChunkSink(io.RawIOBase):
-    def __init__(self) -> None:
-        self._chunks: list[bytes] = []
-        self._size = 0
+def _header(member: tarfile.TarInfo) -> bytes:
+    """The header ``tarfile`` writes for ``member`` in a PAX archive (as ``TarFile.addfile`` does)."""
+    return copy.copy(member).tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape")
 
-    def writable(self) -> bool:
-        return True
 
-    def write(self, data: Any) -> int:
-        chunk = bytes(data)
-        self._chunks.append(chunk)
-        self._size += len(chunk)
-        return len(chunk)
-
-    def size(self) -> int:
-        return self._size
-
-    def take(self) -> bytes:
-        data = b"".join(self._chunks)
-        self._chunks, self._size = [], 0
-        return data
+def _padding(size: int, unit: int = tarfile.BLOCKSIZE) -> bytes:
+    return tarfile.NUL * (-size % unit)

@@ -13,9 +13,10 @@ import shutil
 import tempfile
 import time
 import weakref
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from shared.container_runtime import ContainerRuntime, image_repository
 from shared.errors import DependencyError
@@ -23,13 +24,14 @@ from shared.host_store import HostStore
 from shared.observability import get_logger, log_event
 from shared.storage import ObjectStore, ObjectTooLarge
 from worker.container_store import WorkerContainerStore
-from worker.image_analysis import ArchiveLimits, ArchiveRejected, analyse_archive, iter_load_stream
+from worker.image_analysis import ArchiveLimits, ArchiveRejected, LoadStream, analyse_archive
 from worker.log_store import LogStore
 from worker.registration import RegistrySync
 from worker.settings import WorkerSettings
 from worker.store import WorkerImageStore
 
 logger = get_logger("worker")
+T = TypeVar("T")
 
 # One lock per image reference while a fetch of it runs or waits; unused locks vanish with their last reference.
 _image_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -104,18 +106,21 @@ async def process_image(context: ImageJobContext, payload: dict[str, Any]) -> No
             raise JobRetry(str(exc)) from exc
 
         timings["download_s"] = round(time.perf_counter() - started, 3)
-        await context.images.progress(image_id, "validating", 30)
+        # Progress is written while each stage runs, so no stage waits on the database first.
         try:
-            analysis = await asyncio.to_thread(analyse_archive, archive, _limits(context.settings))
+            analysis = await _while_reporting(
+                context.images.progress(image_id, "validating", 30),
+                asyncio.to_thread(analyse_archive, archive, _limits(context.settings)),
+            )
         except ArchiveRejected as exc:
             await _reject(context, image, exc.reason)
             return
 
         timings["validate_s"] = round(time.perf_counter() - started - sum(timings.values()), 3)
-        await context.images.progress(image_id, "loading", 60)
         repository, tag = image_repository(str(image["owner_id"]), image["name"]), image["tag"]
-        loaded_id = await context.runtime.load_image(iter_load_stream(archive))
-        await context.runtime.tag_image(loaded_id, repository, tag)
+        loaded_id = await _while_reporting(
+            context.images.progress(image_id, "loading", 60), _load_and_tag(context, archive, repository, tag)
+        )
         timings["load_s"] = round(time.perf_counter() - started - sum(timings.values()), 3)
 
     reference = f"{repository}:{tag}"
@@ -141,6 +146,27 @@ async def process_image(context: ImageJobContext, payload: dict[str, Any]) -> No
         total_s=round(time.perf_counter() - started, 3),
         **timings,
     )
+
+
+async def _while_reporting(report: Coroutine[Any, Any, None], work: Awaitable[T]) -> T:
+    """``work``'s result, with the progress ``report`` written meanwhile; both are over when this returns."""
+    reporting = asyncio.ensure_future(report)
+    try:
+        result = await work
+    except BaseException:
+        await asyncio.wait([reporting])
+        if not reporting.cancelled():
+            reporting.exception()  # the work's own error is the one that counts
+        raise
+    await reporting
+    return result
+
+
+async def _load_and_tag(context: ImageJobContext, archive: Path, repository: str, tag: str) -> str:
+    """Load the validated archive into Docker (its own tags stripped) and tag it; the loaded image id."""
+    loaded_id = await context.runtime.load_image(await asyncio.to_thread(LoadStream, archive))
+    await context.runtime.tag_image(loaded_id, repository, tag)
+    return loaded_id
 
 
 async def ensure_local_image(context: ImageJobContext, image_row: dict[str, Any]) -> str:
@@ -172,7 +198,10 @@ async def ensure_local_image(context: ImageJobContext, image_row: dict[str, Any]
                 raise JobFailed("The image's archive is larger than the platform's limit.") from exc
             except DependencyError as exc:
                 raise JobRetry(str(exc)) from exc
-            loaded_id = await context.runtime.load_image(iter_load_stream(archive))
+            try:
+                loaded_id = await context.runtime.load_image(await asyncio.to_thread(LoadStream, archive))
+            except ArchiveRejected as exc:
+                raise JobFailed("The image's archive is damaged; upload the image again.") from exc
         if expected_id and loaded_id != expected_id:
             raise JobFailed("The image's archive no longer matches the uploaded image; upload it again.")
         repository, tag = str(reference).rsplit(":", 1)

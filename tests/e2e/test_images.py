@@ -6,7 +6,11 @@ process and Docker Engine.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +19,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import SignedInUser, sign_up_and_in
-from tests.support.archives import Entry, build_archive
+from tests.support.archives import Entry, build_archive, image_config
 from tests.support.docker_images import FINDINGS_WASTED_BYTES
 
 pytestmark = pytest.mark.docker
@@ -170,6 +174,43 @@ def test_bad_cursor_and_unknown_ids(client: httpx.Client) -> None:
     assert client.get("/api/images", params={"cursor": "nonsense!"}, headers=user.auth_headers).status_code == 400
     assert client.get("/api/images/not-a-uuid", headers=user.auth_headers).status_code == 404
     assert client.get("/api/images", params={"limit": 0}, headers=user.auth_headers).status_code == 422
+
+
+def test_tags_inside_an_upload_cannot_re_point_any_name(
+    client: httpx.Client, worker: Any, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
+    # GIVEN alice's image web:1, ready in Docker
+    alice, mallory = sign_up_and_in(client), sign_up_and_in(client)
+    alice_reference, stray = f"berth/{alice.id}/web:1", f"berth-e2e-stray-{uuid.uuid4().hex[:12]}:1"
+    config = image_config(user="1000", cmd=["/bin/true"])
+    own = build_archive(tmp_path / "alice.tar", [[Entry("srv/alice.bin", os.urandom(256 * 1024))]], config=config)
+    images = [upload_and_process(client, alice, "web", own)]
+    try:
+        assert images[0]["status"] == "ready", images[0]
+        alice_id = docker_client.images.get(alice_reference).id
+        # WHEN mallory uploads an archive whose manifest and repositories file name alice's image and another
+        evil = build_archive(
+            tmp_path / "mallory.tar",
+            [[Entry("srv/mallory.bin", os.urandom(256 * 1024))]],
+            config=image_config(user="1000", cmd=["/bin/false"]),
+            repo_tags=[alice_reference, stray],
+            extra=[Entry("repositories", json.dumps({f"berth/{alice.id}/web": {"1": "x" * 64}}).encode())],
+        )
+        images.append(upload_and_process(client, mallory, "web", evil))
+        # THEN mallory's image is ready under mallory's own name only
+        assert images[1]["status"] == "ready", images[1]
+        mallory_id = docker_client.images.get(f"berth/{mallory.id}/web:1").id
+        assert mallory_id != alice_id
+        assert docker_client.images.get(mallory_id).tags == [f"berth/{mallory.id}/web:1"]
+        # AND alice's name still points at alice's image, and the other name was never created
+        assert docker_client.images.get(alice_reference).id == alice_id
+        with pytest.raises(docker.errors.ImageNotFound):
+            docker_client.images.get(stray)
+    finally:
+        for image, user in zip(images, (alice, mallory), strict=False):
+            client.delete(f"/api/images/{image['id']}", headers=user.auth_headers)
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            docker_client.images.remove(stray, force=True)
 
 
 MALICIOUS = {

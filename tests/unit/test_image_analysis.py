@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.archives import Entry, build_archive, image_config, tar_bytes
-from worker.image_analysis import ArchiveLimits, ArchiveRejected, analyse_archive, iter_load_stream
+from worker.image_analysis import ArchiveLimits, ArchiveRejected, LoadStream, analyse_archive
 
 FAKE_KEY = b"-----BEGIN RSA PRIVATE KEY-----\nMIIEfakefakefake\n-----END RSA PRIVATE KEY-----\n"
 BUSYBOX = Entry("bin/busybox", b"\x7fELF" + b"b" * 1000, 0o755)
@@ -149,10 +150,115 @@ def test_load_stream_strips_repository_tags(tmp_path: Path) -> None:
         repo_tags=["berth/other-user/web:1"],
         extra=[Entry("repositories", b'{"berth/other-user/web": {"1": "abc"}}')],
     )
-    rewritten = b"".join(iter_load_stream(archive))
+    rewritten = b"".join(LoadStream(archive))
     with tarfile.open(fileobj=io.BytesIO(rewritten)) as tar:
         names = tar.getnames()
         manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
     assert "repositories" not in names
     assert manifest[0]["RepoTags"] is None
     assert manifest[0]["Layers"] and all(name in names for name in manifest[0]["Layers"])
+
+
+def _rewritten_by_tarfile(archive: Path) -> bytes:
+    """What re-writing the archive member by member with tarfile gives: the reference for LoadStream."""
+    out = io.BytesIO()
+    with tarfile.open(archive) as source, tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as sink:
+        for member in source:
+            if member.name == "repositories":
+                continue
+            if member.name == "manifest.json":
+                manifest = json.loads(source.extractfile(member).read())  # type: ignore[union-attr]
+                for entry in manifest:
+                    entry["RepoTags"] = None
+                data = json.dumps(manifest).encode()
+                info = tarfile.TarInfo("manifest.json")
+                info.size, info.mtime, info.mode = len(data), member.mtime, member.mode
+                sink.addfile(info, io.BytesIO(data))
+            else:
+                sink.addfile(member, source.extractfile(member) if member.isfile() else None)
+    return out.getvalue()
+
+
+def test_load_stream_is_the_archive_rewritten_with_fresh_headers_and_its_declared_length(tmp_path: Path) -> None:
+    # GIVEN an archive with long names (PAX headers), links, a directory, odd-sized files and tags
+    archive = build_archive(
+        tmp_path / "varied.tar",
+        [[BUSYBOX], [Entry("srv/" + "d" * 150 + ".bin", os.urandom(3 * 1024 * 1024 + 7))]],
+        repo_tags=["berth/other-user/web:1", "platform/base:latest"],
+        extra=[
+            Entry("repositories", b'{"berth/other-user/web": {"1": "abc"}}'),
+            Entry.dir("notes"),
+            Entry("notes/" + "n" * 120, b"odd" * 171),
+            Entry.symlink("notes/latest", "n" * 120),
+        ],
+    )
+    # WHEN it is streamed for docker load, in chunks smaller than its files
+    stream = LoadStream(archive, chunk_size=64 * 1024)
+    chunks = list(stream)
+    # THEN the bytes are exactly what tarfile writes when it re-writes every member (so Docker parses the
+    # headers tarfile parsed, not the upload's), the length is declared up front, and no chunk is too big
+    assert b"".join(chunks) == _rewritten_by_tarfile(archive)
+    assert len(stream) == sum(len(chunk) for chunk in chunks)
+    assert max(len(chunk) for chunk in chunks) <= 64 * 1024
+    # AND it can be streamed again (a retried request sends the same bytes)
+    assert b"".join(stream) == b"".join(chunks)
+
+
+def test_load_stream_refuses_an_archive_cut_short_after_it_was_read(tmp_path: Path) -> None:
+    # GIVEN a stream prepared from an archive, whose file then loses its tail
+    archive = build_archive(tmp_path / "cut.tar", [[BUSYBOX], [Entry("srv/data.bin", os.urandom(200_000))]])
+    stream = LoadStream(archive)
+    with archive.open("r+b") as handle:
+        handle.truncate(archive.stat().st_size // 2)
+    # WHEN it is streamed THEN it fails instead of sending a short or endless body
+    with pytest.raises(ArchiveRejected, match="ends in the middle"):
+        b"".join(stream)
+    # AND preparing a stream from the cut archive fails up front
+    with pytest.raises(ArchiveRejected, match="not a valid tar"):
+        LoadStream(archive)
+
+
+def test_sparse_entries_in_the_archive_are_rejected(tmp_path: Path) -> None:
+    # GIVEN an archive with a GNU sparse entry, which docker save never writes
+    archive = build_archive(
+        tmp_path / "sparse.tar", [[BUSYBOX]], extra=[Entry("holes.bin", None, 0o644, tarfile.GNUTYPE_SPARSE)]
+    )
+    # WHEN it is validated or prepared for loading THEN it is refused with the reason
+    with pytest.raises(ArchiveRejected, match="sparse"):
+        analyse_archive(archive)
+    with pytest.raises(ArchiveRejected, match="sparse"):
+        LoadStream(archive)
+
+
+def test_progress_is_written_while_a_stage_runs_and_is_over_when_it_ends() -> None:
+    from worker.image_jobs import _while_reporting
+
+    events: list[str] = []
+
+    async def report(fail: bool = False) -> None:
+        events.append("report started")
+        await asyncio.sleep(0.05)
+        events.append("report written")
+        if fail:
+            raise ConnectionError("database gone")
+
+    async def stage(fail: bool = False) -> str:
+        events.append("stage started")
+        await asyncio.sleep(0.01)
+        events.append("stage ended")
+        if fail:
+            raise ArchiveRejected("bad layer")
+        return "loaded"
+
+    # GIVEN a stage that takes less time than its progress update
+    # WHEN it runs while reporting THEN the update ran alongside it, and is written when the result returns
+    assert asyncio.run(_while_reporting(report(), stage())) == "loaded"
+    assert events == ["stage started", "report started", "stage ended", "report written"]
+    # WHEN the stage fails THEN its own error is raised, after the update is written
+    events.clear()
+    with pytest.raises(ArchiveRejected, match="bad layer"):
+        asyncio.run(_while_reporting(report(fail=True), stage(fail=True)))
+    assert events[-1] == "report written"
+    # WHEN only the update fails THEN the stage's result is not returned as if all went well
+    with pytest.raises(ConnectionError):
+        asyncio.run(_while_reporting(report(fail=True), stage()))
