@@ -8,6 +8,7 @@ JavaScript dialog it opens, so hostile strings that executed would be noticed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 import time
@@ -30,8 +31,10 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
 SLOW = 120_000
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright_browser() -> Iterator[Any]:
+    """Chromium for one test module. Module-scoped on purpose: Playwright's sync API keeps an event loop
+    running while it is open, and the asyncio tests that run after tests/ui need it gone."""
     if not CHROMIUM.exists():
         pytest.fail("Debian's chromium is needed at /usr/bin/chromium (make bootstrap installs it)")
     from playwright.sync_api import sync_playwright
@@ -40,6 +43,9 @@ def playwright_browser() -> Iterator[Any]:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"], headless=True)
         yield browser
         browser.close()
+    # Leaving, Playwright sets the main thread's event loop to None, after which asyncio.get_event_loop()
+    # raises where a plain process would create one (Mangum's handlers call it): give the thread a loop again.
+    asyncio.set_event_loop(asyncio.new_event_loop())
 
 
 @pytest.fixture(scope="session")

@@ -230,7 +230,7 @@ def test_sparse_entries_in_the_archive_are_rejected(tmp_path: Path) -> None:
         LoadStream(archive)
 
 
-def test_progress_is_written_while_a_stage_runs_and_is_over_when_it_ends() -> None:
+async def test_progress_is_written_while_a_stage_runs_and_is_over_when_it_ends() -> None:
     from worker.image_jobs import _while_reporting
 
     events: list[str] = []
@@ -252,13 +252,13 @@ def test_progress_is_written_while_a_stage_runs_and_is_over_when_it_ends() -> No
 
     # GIVEN a stage that takes less time than its progress update
     # WHEN it runs while reporting THEN the update ran alongside it, and is written when the result returns
-    assert asyncio.run(_while_reporting(report(), stage())) == "loaded"
+    assert await _while_reporting(report(), stage()) == "loaded"
     assert events == ["stage started", "report started", "stage ended", "report written"]
     # WHEN the stage fails THEN its own error is raised, after the update is written
     events.clear()
     with pytest.raises(ArchiveRejected, match="bad layer"):
-        asyncio.run(_while_reporting(report(fail=True), stage(fail=True)))
+        await _while_reporting(report(fail=True), stage(fail=True))
     assert events[-1] == "report written"
     # WHEN only the update fails THEN the stage's result is not returned as if all went well
     with pytest.raises(ConnectionError):
-        asyncio.run(_while_reporting(report(fail=True), stage()))
+        await _while_reporting(report(fail=True), stage())
