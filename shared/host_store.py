@@ -207,6 +207,16 @@ class HostStore:
             rows = await cursor.fetchall()
         return sorted((row["host_id"], row["port"]) for row in rows)
 
+    async def release_port(self, host_id: str, port: int, owner_kind: str, owner_id: uuid.UUID) -> bool:
+        """Free one port the owner holds on a host; False when the owner does not hold it."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "DELETE FROM port_allocations WHERE host_id = %s AND port = %s AND owner_kind = %s AND owner_id = %s "
+                "RETURNING port",
+                (host_id, port, owner_kind, owner_id),
+            )
+            return await cursor.fetchone() is not None
+
     async def ports_of(self, owner_kind: str, owner_id: uuid.UUID) -> list[tuple[str, int]]:
         """The (host, port) pairs the owner holds."""
         async with self._db.transaction() as conn:

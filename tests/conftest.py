@@ -256,7 +256,7 @@ def lb_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLb]:
 
 @pytest.fixture(scope="session")
 def docker_client(test_database: str) -> Iterator[Any]:
-    """The machine's Docker Engine. At the end, every image the run's users got is removed."""
+    """The machine's Docker Engine. At the end, every container and image the run's users got is removed."""
     import docker
     import psycopg
 
@@ -268,6 +268,13 @@ def docker_client(test_database: str) -> Iterator[Any]:
     yield client
     with psycopg.connect(test_database) as conn:
         owners = {str(row[0]) for row in conn.execute("SELECT id FROM users")}
+    # Every customer container the run made, whichever test or worker made it and however it ended (a worker
+    # that stops leaves its containers running, by design): by the run's cluster label or its users.
+    for found in client.api.containers(all=True, filters={"label": "berth.cluster"}):
+        labels = found.get("Labels") or {}
+        if labels.get("berth.cluster", "").startswith(f"test-{RUN_ID}") or labels.get("berth.owner") in owners:
+            with contextlib.suppress(docker.errors.APIError):
+                client.api.remove_container(found["Id"], force=True)
     for image in client.images.list(name="berth/*/*"):
         for reference in image.tags:
             if reference.split("/")[1] in owners:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import time
 import uuid
 import weakref
@@ -32,7 +33,7 @@ from shared.container_runtime import (
     RuntimeRetryable,
 )
 from shared.errors import DependencyError
-from shared.host_ports import release_ports
+from shared.host_ports import allocate_port, release_ports
 from shared.observability import get_logger, log_event
 from shared.secrets import SecretUnreadable, open_env
 from worker.image_jobs import ImageJobContext, JobFailed, ensure_local_image
@@ -46,6 +47,12 @@ STOP_TIMEOUT_SECONDS = 10
 # The first health checks after a start come quickly, then slow down to the check's own interval.
 FIRST_CHECK_DELAY_SECONDS = 0.25
 FIRST_CHECK_BACKOFF = 1.5
+
+# Docker's words when a published port is held by something else (a program or another installation's
+# container): "Bind for 127.0.0.1:31084 failed: port is already allocated", "... 127.0.0.1:31084: bind:
+# address already in use".
+_PORT_TAKEN = re.compile(r":(\d{1,5})(?: failed: port is already allocated|: bind: address already in use)")
+MAX_PORT_MOVES = 3
 
 # One lock per container while jobs for it run or wait; unused locks vanish with their last reference.
 _locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -276,7 +283,9 @@ async def reconcile_container(context: ImageJobContext, payload: dict[str, Any])
         await converge_locked(context, container_id, restart=bool(payload.get("restart")))
 
 
-async def converge_locked(context: ImageJobContext, container_id: str, *, restart: bool = False) -> None:
+async def converge_locked(
+    context: ImageJobContext, container_id: str, *, restart: bool = False, port_moves: int = 0
+) -> None:
     """Make Docker match the record's desired state; the caller holds ``container_lock(container_id)``."""
     store = context.containers
     if store is None:
@@ -347,8 +356,40 @@ async def converge_locked(context: ImageJobContext, container_id: str, *, restar
     if not running:
         if not await store.set_status(container_id, desired, "starting"):
             return
-        await runtime.start_container(docker_id)
+        try:
+            await runtime.start_container(docker_id)
+        except (RuntimeRetryable, RuntimeFinal) as exc:
+            taken = taken_port(str(exc))
+            if taken is None or port_moves >= MAX_PORT_MOVES or context.hosts is None:
+                raise
+            # Something outside Berth holds the port: give the container another one and create it again.
+            await _move_off_port(context, row, docker_id, taken)
+            await converge_locked(context, container_id, restart=False, port_moves=port_moves + 1)
+            return
     await settle_after_start(context, row, docker_id)
+
+
+def taken_port(error: str) -> int | None:
+    """The host port Docker could not bind because something else holds it, from its error message."""
+    found = _PORT_TAKEN.search(error)
+    return int(found.group(1)) if found else None
+
+
+async def _move_off_port(context: ImageJobContext, row: dict[str, Any], docker_id: str, taken: int) -> None:
+    assert context.containers is not None and context.hosts is not None
+    container_id = str(row["id"])
+    owner = uuid.UUID(container_id)
+    ports = [dict(port) for port in row["ports"] or []]
+    for port in ports:
+        if port.get("host_port") == taken:
+            port["host_port"] = await allocate_port(
+                context.hosts, context.settings.host_id, PORT_OWNER_KIND, owner, context.settings.host_port_range
+            )
+    await context.runtime.remove_container(docker_id)
+    await context.containers.set_docker_id(container_id, None)
+    await context.containers.set_ports(container_id, ports)
+    await context.hosts.release_port(context.settings.host_id, taken, PORT_OWNER_KIND, owner)
+    log_event(logger, "host port taken outside Berth; moved to another", container_id=container_id, port=taken)
 
 
 async def fail_container(context: ImageJobContext, payload: dict[str, Any], reason: str) -> None:

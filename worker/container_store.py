@@ -7,6 +7,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from psycopg.types.json import Jsonb
+
 from shared.db import Database
 
 # What a job or the reconciler needs of a container; idle_seconds is how long its record has not changed
@@ -94,6 +96,12 @@ class WorkerContainerStore:
             )
             row = await cursor.fetchone()
             return None if row is None else int(row["restart_count"])
+
+    async def set_ports(self, container_id: str, ports: list[dict[str, Any]]) -> None:
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "UPDATE containers SET ports = %s, updated_at = now() WHERE id = %s", (Jsonb(ports), container_id)
+            )
 
     async def set_docker_id(self, container_id: str, docker_id: str | None) -> None:
         async with self._db.transaction() as conn:

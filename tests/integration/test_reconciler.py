@@ -10,17 +10,20 @@ import contextlib
 import json
 import os
 import secrets
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import docker
+import httpx
 import pytest
 from pydantic import SecretStr
 
 from shared.container_runtime import CLUSTER_LABEL, CONTAINER_ID_LABEL, OWNER_LABEL, ContainerSpec, DockerRuntime
 from shared.db import Database, get_database
+from shared.host_ports import allocate_port
 from shared.host_store import HostStore
 from shared.secrets import seal_env
 from shared.storage import get_object_store
@@ -552,3 +555,39 @@ async def test_the_reconciler_keeps_checking_health(
         await asyncio.wait_for(loop, 15)
     # AND stopping the reconciler left the container running
     assert _inspect(docker_client, row["docker_id"])["State"]["Status"] == "running"
+
+
+async def test_a_host_port_taken_outside_berth_is_swapped_for_a_free_one(
+    database: Database, world: dict[str, Any]
+) -> None:
+    # GIVEN a container whose allocated host port something else on the host already listens on
+    hosts: HostStore = world["context"].hosts
+    container_id = await _record(database, world)
+    owner = uuid.UUID(container_id)
+    taken = await allocate_port(hosts, world["host_id"], "container", owner, world["settings"].host_port_range)
+    async with database.transaction() as conn:
+        await conn.execute(
+            "UPDATE containers SET ports = %s WHERE id = %s",
+            (
+                json.dumps([{"container_port": 8080, "protocol": "tcp", "host_ip": "127.0.0.1", "host_port": taken}]),
+                container_id,
+            ),
+        )
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.0.0.1", taken))
+    squatter.listen()
+    try:
+        # WHEN the container job runs
+        await reconcile_container(world["context"], {"container_id": container_id})
+    finally:
+        squatter.close()
+
+    # THEN it runs on another port of the range, which the record and the allocations now hold instead
+    row = await _row(database, container_id)
+    [port] = row["ports"]
+    assert row["status"] == "running", row["reason"]
+    assert port["host_port"] != taken and port["host_port"] in world["settings"].host_port_range
+    assert await hosts.ports_of("container", owner) == [(world["host_id"], port["host_port"])]
+    answer = await asyncio.to_thread(httpx.get, f"http://127.0.0.1:{port['host_port']}/cgi-bin/whoami", timeout=5)
+    assert answer.status_code == 200
