@@ -24,7 +24,7 @@ from shared.jobs import Job
 from shared.local_stack import LocalStackSettings, ensure_aws_resources
 from shared.storage import aws_client
 from tests.conftest import RUN_ID, RunningWorker, start_worker, stop_process
-from tests.support.docker_images import build_test_image
+from tests.support.docker_images import built_test_image
 from worker.settings import WorkerSettings
 
 pytestmark = pytest.mark.docker
@@ -35,12 +35,8 @@ RECONCILE_INTERVAL_SECONDS = 0.5
 @pytest.fixture(scope="module")
 def web_image(docker_client: docker.DockerClient) -> Iterator[dict[str, str]]:
     tag = f"berth-test/web:lifecycle-{RUN_ID}"
-    image = build_test_image(docker_client, "web", tag)
-    try:
+    with built_test_image(docker_client, "web", tag) as image:
         yield {"reference": tag, "id": image.id}
-    finally:
-        with contextlib.suppress(docker.errors.APIError):
-            docker_client.images.remove(tag, force=True)
 
 
 @pytest.fixture

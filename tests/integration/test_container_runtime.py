@@ -27,7 +27,7 @@ from shared.container_runtime import (
     RuntimeFinal,
 )
 from tests.conftest import LOCAL_AWS_PORT
-from tests.support.docker_images import build_test_image
+from tests.support.docker_images import built_test_image
 
 pytestmark = pytest.mark.docker
 
@@ -93,12 +93,8 @@ def _wait_for_200(url: str, timeout: float = 20.0) -> httpx.Response:
 @pytest.fixture(scope="module")
 def web_image(docker_client: Any) -> Iterator[str]:
     tag = f"berth-test/web:{secrets.token_hex(4)}"
-    build_test_image(docker_client, "web", tag)
-    try:
+    with built_test_image(docker_client, "web", tag):
         yield tag
-    finally:
-        with contextlib.suppress(docker.errors.APIError):
-            docker_client.images.remove(tag, force=True)
 
 
 @pytest.fixture(scope="module")

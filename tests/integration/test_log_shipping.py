@@ -19,7 +19,7 @@ from docker.types import LogConfig
 
 from shared.container_runtime import CONTAINER_ID_LABEL, DockerRuntime
 from shared.db import Database, get_database
-from tests.support.docker_images import build_test_image
+from tests.support.docker_images import built_test_image
 from worker.log_shipper import MAX_LINE_BYTES, LogShipper, run_log_shipper, ship_container
 from worker.log_store import LogStore
 from worker.settings import WorkerSettings
@@ -34,12 +34,8 @@ PRINTS = "echo out1; sleep 1; echo err1 >&2; sleep 1; echo out2; sleep 300"
 @pytest.fixture(scope="module")
 def web_image(docker_client: Any) -> Iterator[str]:
     tag = f"berth-test/web:{secrets.token_hex(4)}"
-    build_test_image(docker_client, "web", tag)
-    try:
+    with built_test_image(docker_client, "web", tag):
         yield tag
-    finally:
-        with contextlib.suppress(docker.errors.APIError):
-            docker_client.images.remove(tag, force=True)
 
 
 @pytest.fixture(scope="module")

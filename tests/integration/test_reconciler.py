@@ -28,7 +28,7 @@ from shared.host_store import HostStore
 from shared.secrets import seal_env
 from shared.storage import get_object_store
 from tests.conftest import RUN_ID
-from tests.support.docker_images import build_test_image
+from tests.support.docker_images import built_test_image
 from worker.container_jobs import CUSTOMER_NETWORK, reconcile_container
 from worker.container_store import WorkerContainerStore
 from worker.image_jobs import ImageJobContext, JobFailed
@@ -45,12 +45,8 @@ BACKOFF_RESET = 4.0
 @pytest.fixture(scope="module")
 def web_image(docker_client: Any) -> Iterator[dict[str, str]]:
     tag = f"berth-test/web:reconciler-{RUN_ID}"
-    image = build_test_image(docker_client, "web", tag)
-    try:
+    with built_test_image(docker_client, "web", tag) as image:
         yield {"reference": tag, "id": image.id}
-    finally:
-        with contextlib.suppress(docker.errors.APIError):
-            docker_client.images.remove(tag, force=True)
 
 
 @pytest.fixture

@@ -8,8 +8,11 @@ secret-looking environment variable and a root user, for the scanner and the opt
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +76,17 @@ def build_test_image(client: Any, variant: str, tag: str) -> Any:
         (context / "Dockerfile").write_text(DOCKERFILES[variant])
         image, _ = client.images.build(path=str(context), tag=tag, rm=True, forcerm=True, pull=False)
         return image
+
+
+@contextmanager
+def built_test_image(client: Any, variant: str, tag: str) -> Iterator[Any]:
+    """The ``variant`` test image built as ``tag`` for the duration of the block, then removed."""
+    image = build_test_image(client, variant, tag)
+    try:
+        yield image
+    finally:
+        with contextlib.suppress(Exception):
+            client.images.remove(tag, force=True)
 
 
 def save_image(client: Any, reference: str, destination: Path) -> Path:
