@@ -22,17 +22,42 @@ def parse_id(value: str) -> str:
         return NO_SUCH_ID
 
 
+_NOT_OURS = "The cursor is not one this API gave out; start again without it."
+
+
+def _encode(raw: str) -> str:
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> str:
+    return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+
+
 def encode_cursor(row: dict[str, Any]) -> str:
     """The cursor that continues after ``row`` (ordered by created_at, id, newest first)."""
-    raw = f"{row['created_at'].isoformat()}|{row['id']}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return _encode(f"{row['created_at'].isoformat()}|{row['id']}")
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """The (created_at, id) a cursor names; 400 for anything this API did not give out."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, _, row_id = raw.partition("|")
+        created, _, row_id = _decode(cursor).partition("|")
         return datetime.fromisoformat(created), str(uuid.UUID(row_id))
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise BadRequest("The cursor is not one this API gave out; start again without it.") from exc
+        raise BadRequest(_NOT_OURS) from exc
+
+
+def encode_sequence_cursor(kind: str, position: int) -> str:
+    """The cursor that continues after ``position`` in a list ordered by a serial id (events, say)."""
+    return _encode(f"{kind}|{position}")
+
+
+def decode_sequence_cursor(kind: str, cursor: str) -> int:
+    """The serial id a ``kind`` cursor continues after; 400 for anything this API did not give out."""
+    try:
+        found, _, position = _decode(cursor).partition("|")
+        if found != kind or not position.isdigit() or len(position) > 18:
+            raise ValueError(found)
+        return int(position)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise BadRequest(_NOT_OURS) from exc

@@ -3,8 +3,6 @@ boto3 here."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from datetime import datetime
 from typing import Any
@@ -30,7 +28,13 @@ from shared.host_ports import allocate_port, release_ports
 from shared.host_store import HostStore
 from shared.jobs import HostJobQueues, Job
 from shared.observability import get_logger
-from shared.pagination import decode_cursor, encode_cursor, parse_id
+from shared.pagination import (
+    decode_cursor,
+    decode_sequence_cursor,
+    encode_cursor,
+    encode_sequence_cursor,
+    parse_id,
+)
 from shared.secrets import seal_env
 
 RECONCILE_CONTAINER = "container.reconcile"
@@ -195,34 +199,18 @@ async def change_state(
     return _container(updated)
 
 
-def _encode_event_cursor(event_id: int) -> str:
-    return base64.urlsafe_b64encode(f"event|{event_id}".encode()).decode().rstrip("=")
-
-
-def _decode_event_cursor(cursor: str) -> int:
-    """The event id a cursor continues after; 400 for anything this API did not give out."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        kind, _, event_id = raw.partition("|")
-        if kind != "event" or not event_id.isdigit() or len(event_id) > 18:
-            raise ValueError(raw)
-        return int(event_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise BadRequest("The cursor is not one this API gave out; start again without it.") from exc
-
-
 async def container_events(
     containers: ContainerStore, owner_id: str, container_id: str, limit: int, cursor: str | None
 ) -> ContainerEventPage:
     """The container's status and desired-state changes, newest first, a page at a time."""
-    before = _decode_event_cursor(cursor) if cursor else None
+    before = decode_sequence_cursor("event", cursor) if cursor else None
     row = await _owned(containers, owner_id, container_id)
     rows = await containers.events(str(row["id"]), limit + 1, before)
     more = len(rows) > limit
     rows = rows[:limit]
     return ContainerEventPage(
         items=[ContainerEvent(**{**event, "id": str(event["id"])}) for event in rows],
-        next_cursor=_encode_event_cursor(rows[-1]["id"]) if more and rows else None,
+        next_cursor=encode_sequence_cursor("event", rows[-1]["id"]) if more and rows else None,
     )
 
 
