@@ -39,6 +39,7 @@ lint:
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 	if [ -f infrastructure/tools.sh ]; then bash infrastructure/tools.sh; fi
 
 format:

@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with (state_dir / "gateway.log").open("wb") as gateway_log, (state_dir / "direct.log").open("wb") as direct_log:
             gateway = subprocess.Popen(
-                [sys.executable, "-m", "shared.cli", "gateway"],
+                [sys.executable, "-m", "cli.main", "gateway"],
                 env=env,
                 cwd=PROJECT_ROOT,
                 stdout=subprocess.DEVNULL,
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             processes.append(gateway)
             direct = subprocess.Popen(
-                [sys.executable, "-m", "shared.cli", "serve", "auth", "--port", str(direct_port)],
+                [sys.executable, "-m", "cli.main", "serve", "auth", "--port", str(direct_port)],
                 env=env,
                 cwd=PROJECT_ROOT,
                 stdout=direct_log,

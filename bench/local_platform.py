@@ -70,7 +70,7 @@ def local_platform(extra_env: dict[str, str] | None = None) -> Iterator[Platform
             **(extra_env or {}),
         }
     )
-    berth = [sys.executable, "-m", "shared.cli", "local"]
+    berth = [sys.executable, "-m", "cli.main", "local"]
     apply_migrations(database_url)
     try:
         up = subprocess.run([*berth, "up"], env=env, cwd=ROOT, capture_output=True, text=True, check=False)

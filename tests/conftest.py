@@ -104,7 +104,7 @@ UNLIMITED = {"BERTH_GATEWAY_RATE_LIMIT_PER_IP": "1000000000", "BERTH_GATEWAY_RAT
 @pytest.fixture(scope="session", autouse=True)
 def local_aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A moto server (S3, SQS) of this run's own, with the images bucket and the job queues."""
-    from shared.local_stack import LocalStackSettings, ensure_aws_resources
+    from cli.local_stack import LocalStackSettings, ensure_aws_resources
 
     log_path = tmp_path_factory.mktemp("local-aws") / "moto.log"
     command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(LOCAL_AWS_PORT)]
@@ -143,7 +143,7 @@ def start_gateway(tmp_dir: Path, extra_env: dict[str, str] | None = None, *, tls
     )
     env.update(extra_env or {})
     log_path = tmp_dir / f"gateway-{port}.log"
-    command = [sys.executable, "-m", "shared.cli", "gateway"] + (["--tls"] if tls else [])
+    command = [sys.executable, "-m", "cli.main", "gateway"] + (["--tls"] if tls else [])
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
     url = f"{scheme}://127.0.0.1:{port}"
@@ -207,7 +207,7 @@ def start_worker(tmp_dir: Path, extra_env: dict[str, str] | None = None) -> Runn
     log_path = tmp_dir / f"worker-{secrets.token_hex(3)}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "worker"],
+            [sys.executable, "-m", "cli.main", "worker"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -244,7 +244,7 @@ def lb_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLb]:
     log_path = tmp_path_factory.mktemp("lb") / "lb-runtime.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "lb"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT
+            [sys.executable, "-m", "cli.main", "lb"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT
         )
     admin_url = f"http://127.0.0.1:{LB_ADMIN_PORT}"
     try:

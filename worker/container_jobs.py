@@ -24,7 +24,11 @@ from typing import Any
 
 import httpx
 
-from shared.container_runtime import (
+from shared.errors import DependencyError
+from shared.host_ports import allocate_port, release_ports
+from shared.observability import get_logger, log_event
+from shared.secrets import SecretUnreadable, open_env
+from worker.container_runtime import (
     CLUSTER_LABEL,
     CONTAINER_ID_LABEL,
     OWNER_LABEL,
@@ -32,10 +36,6 @@ from shared.container_runtime import (
     RuntimeFinal,
     RuntimeRetryable,
 )
-from shared.errors import DependencyError
-from shared.host_ports import allocate_port, release_ports
-from shared.observability import get_logger, log_event
-from shared.secrets import SecretUnreadable, open_env
 from worker.image_jobs import ImageJobContext, JobFailed, ensure_local_image
 from worker.log_shipper import ship_container
 

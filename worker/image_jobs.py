@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from shared.container_runtime import ContainerRuntime, image_repository
 from shared.errors import DependencyError
 from shared.host_store import HostStore
 from shared.observability import get_logger, log_event
 from shared.storage import ObjectStore, ObjectTooLarge
+from worker.container_runtime import ContainerRuntime, image_repository
 from worker.container_store import WorkerContainerStore
 from worker.image_analysis import ArchiveLimits, ArchiveRejected, LoadStream, analyse_archive
 from worker.log_store import LogStore

@@ -33,9 +33,9 @@ from typing import Any
 import requests
 from docker.errors import APIError, DockerException, NotFound
 
-from shared.container_runtime import CONTAINER_ID_LABEL, ContainerRuntime, RuntimeFinal, RuntimeRetryable
 from shared.errors import DependencyError
 from shared.observability import get_logger, log_event
+from worker.container_runtime import CONTAINER_ID_LABEL, ContainerRuntime, RuntimeFinal, RuntimeRetryable
 from worker.log_store import LogLine, LogStore, to_microseconds
 from worker.settings import WorkerSettings
 

@@ -20,7 +20,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from shared.container_runtime import DockerRuntime, RuntimeFinal, RuntimeRetryable
 from shared.db import get_database
 from shared.errors import DependencyError
 from shared.host_store import HostStore
@@ -30,6 +29,7 @@ from shared.registry import RegistrySettings, get_registry
 from shared.storage import get_object_store
 from worker.admin import WorkerMetrics
 from worker.container_jobs import fail_container, reconcile_container
+from worker.container_runtime import DockerRuntime, RuntimeFinal, RuntimeRetryable
 from worker.container_store import WorkerContainerStore
 from worker.hosts import heartbeat, mark_stale_hosts_down, register_this_host
 from worker.image_jobs import (

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.container_runtime import CLUSTER_LABEL, CONTAINER_ID_LABEL, RuntimeFinal, RuntimeRetryable
 from shared.errors import DependencyError
 from shared.observability import get_logger, log_event
 from worker.container_jobs import (
@@ -41,6 +40,7 @@ from worker.container_jobs import (
     probe,
     settle_after_start,
 )
+from worker.container_runtime import CLUSTER_LABEL, CONTAINER_ID_LABEL, RuntimeFinal, RuntimeRetryable
 from worker.container_store import WorkerContainerStore
 from worker.image_jobs import ImageJobContext, JobFailed, JobRetry
 from worker.settings import WorkerSettings

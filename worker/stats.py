@@ -13,9 +13,9 @@ import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.container_runtime import ContainerRuntime, RuntimeFinal, RuntimeRetryable
 from shared.errors import DependencyError
 from shared.observability import get_logger, log_event
+from worker.container_runtime import ContainerRuntime, RuntimeFinal, RuntimeRetryable
 from worker.settings import WorkerSettings
 from worker.stats_store import StatsStore
 

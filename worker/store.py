@@ -6,8 +6,8 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from shared.container_runtime import image_repository
 from shared.db import Database
+from worker.container_runtime import image_repository
 
 _IMAGE = "id, owner_id, name, tag, status, object_key, docker_image_id, reference"
 

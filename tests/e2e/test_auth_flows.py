@@ -188,7 +188,7 @@ def test_rotating_keys_logs_nobody_out(fresh_key_gateway: RunningGateway) -> Non
         assert client.get("/api/auth/me", headers=bearer(before["access_token"])).status_code == 200
 
         rotated = subprocess.run(
-            [sys.executable, "-m", "shared.cli", "rotate-keys"],
+            [sys.executable, "-m", "cli.main", "rotate-keys"],
             env=fresh_key_gateway.env,
             cwd=PROJECT_ROOT,
             capture_output=True,

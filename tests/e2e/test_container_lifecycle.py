@@ -19,12 +19,12 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from shared.container_runtime import CLUSTER_LABEL, CONTAINER_ID_LABEL
+from cli.local_stack import LocalStackSettings, ensure_aws_resources
 from shared.jobs import Job
-from shared.local_stack import LocalStackSettings, ensure_aws_resources
 from shared.storage import aws_client
 from tests.conftest import RUN_ID, RunningWorker, start_worker, stop_process
 from tests.support.docker_images import built_test_image
+from worker.container_runtime import CLUSTER_LABEL, CONTAINER_ID_LABEL
 from worker.settings import WorkerSettings
 
 pytestmark = pytest.mark.docker

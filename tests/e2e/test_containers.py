@@ -19,12 +19,12 @@ import psycopg
 import pytest
 
 from shared.config import get_function_settings
-from shared.container_runtime import CONTAINER_ID_LABEL, OWNER_LABEL
 from shared.secrets import open_env
 from tests.conftest import RUN_ID, TEST_DATABASE_URL, RunningGateway, RunningWorker
 from tests.e2e.conftest import SignedInUser, sign_up_and_in
 from tests.e2e.test_images import upload_and_process
 from tests.support.docker_images import build_test_image, save_image
+from worker.container_runtime import CONTAINER_ID_LABEL, OWNER_LABEL
 
 pytestmark = pytest.mark.docker
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.gateway.spec import load_yaml
+from gateway.spec import load_yaml
 from tests.conftest import PROJECT_ROOT, UNLIMITED, RunningGateway, start_gateway, stop_process
 from tests.e2e.conftest import SignedInUser
 from tests.fixtures.gateway.support import access_log_entry, function_pids, wait_until

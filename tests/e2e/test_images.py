@@ -242,7 +242,7 @@ def test_berth_push_uploads_and_follows_progress_to_ready(
         [
             sys.executable,
             "-m",
-            "shared.cli",
+            "cli.main",
             "push",
             str(findings_archive),
             "--name",
@@ -272,7 +272,7 @@ def test_berth_push_uploads_and_follows_progress_to_ready(
         [
             sys.executable,
             "-m",
-            "shared.cli",
+            "cli.main",
             "push",
             str(findings_archive),
             "--name=quiet",
@@ -291,7 +291,7 @@ def test_berth_push_uploads_and_follows_progress_to_ready(
     assert "ready" in quiet.stderr.splitlines()
 
     missing = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "push", "/nonexistent.tar", "--name", "x", "--api", gateway.url],
+        [sys.executable, "-m", "cli.main", "push", "/nonexistent.tar", "--name", "x", "--api", gateway.url],
         env={**gateway.env, "BERTH_TOKEN": user.access_token},
         capture_output=True,
         text=True,

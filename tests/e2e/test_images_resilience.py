@@ -19,7 +19,7 @@ import httpx
 import psycopg
 import pytest
 
-from shared.local_stack import LocalStackSettings, ensure_aws_resources
+from cli.local_stack import LocalStackSettings, ensure_aws_resources
 from tests.conftest import RunningGateway, start_gateway, start_worker, stop_process
 from tests.e2e.conftest import sign_up_and_in
 from tests.e2e.test_images import create_image, upload, wait_until_done

@@ -61,7 +61,7 @@ class LocalStack:
 
     def berth_local(self, action: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "shared.cli", "local", action],
+            [sys.executable, "-m", "cli.main", "local", action],
             env=self.env,
             cwd=PROJECT_ROOT,
             capture_output=True,

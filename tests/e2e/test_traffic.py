@@ -22,11 +22,11 @@ import httpx
 import psycopg
 import pytest
 
-from shared.container_runtime import OWNER_LABEL
 from tests.conftest import RUN_ID, RunningGateway, RunningLb, RunningWorker
 from tests.e2e.conftest import SignedInUser, sign_up_and_in
 from tests.e2e.test_images import upload_and_process
 from tests.support.docker_images import build_test_image, save_image
+from worker.container_runtime import OWNER_LABEL
 
 pytestmark = pytest.mark.docker
 

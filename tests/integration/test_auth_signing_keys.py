@@ -298,7 +298,7 @@ async def test_the_first_key_is_created_once_when_instances_start_together() -> 
 async def run_rotate_keys(*flags: str) -> subprocess.CompletedProcess[str]:
     return await to_thread.run_sync(
         lambda: subprocess.run(
-            [sys.executable, "-m", "shared.cli", "rotate-keys", *flags],
+            [sys.executable, "-m", "cli.main", "rotate-keys", *flags],
             env=dict(os.environ),
             cwd=PROJECT_ROOT,
             capture_output=True,

@@ -19,15 +19,15 @@ import docker
 import httpx
 import pytest
 
-from shared.container_runtime import (
+from tests.conftest import LOCAL_AWS_PORT
+from tests.support.docker_images import built_test_image
+from worker.container_runtime import (
     CONTAINER_ID_LABEL,
     OWNER_LABEL,
     ContainerSpec,
     DockerRuntime,
     RuntimeFinal,
 )
-from tests.conftest import LOCAL_AWS_PORT
-from tests.support.docker_images import built_test_image
 
 pytestmark = pytest.mark.docker
 

@@ -15,9 +15,9 @@ import pytest
 
 from functions.containers import service
 from functions.containers.store import ContainerStore
-from shared.container_runtime import RuntimeFinal, RuntimeRetryable
 from shared.db import Database, get_database
 from shared.errors import NotFound
+from worker.container_runtime import RuntimeFinal, RuntimeRetryable
 from worker.settings import WorkerSettings
 from worker.stats import run_sampler, sample_round
 from worker.stats_store import StatsStore

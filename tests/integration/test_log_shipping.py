@@ -17,9 +17,9 @@ import docker
 import pytest
 from docker.types import LogConfig
 
-from shared.container_runtime import CONTAINER_ID_LABEL, DockerRuntime
 from shared.db import Database, get_database
 from tests.support.docker_images import built_test_image
+from worker.container_runtime import CONTAINER_ID_LABEL, DockerRuntime
 from worker.log_shipper import MAX_LINE_BYTES, LogShipper, run_log_shipper, ship_container
 from worker.log_store import LogStore
 from worker.settings import WorkerSettings

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as redis
 
+from gateway.rate_limit import Bucket, RateLimiter, RateLimiterUnavailable
 from shared.cache import KeySpace
 from shared.config import get_function_settings
 from shared.errors import RateLimited
-from shared.rate_limit import Bucket, RateLimiter, RateLimiterUnavailable
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from shared.container_runtime import CLUSTER_LABEL, CONTAINER_ID_LABEL, OWNER_LABEL, ContainerSpec, DockerRuntime
 from shared.db import Database, get_database
 from shared.host_ports import allocate_port
 from shared.host_store import HostStore
@@ -30,6 +29,7 @@ from shared.storage import get_object_store
 from tests.conftest import RUN_ID
 from tests.support.docker_images import built_test_image
 from worker.container_jobs import CUSTOMER_NETWORK, reconcile_container
+from worker.container_runtime import CLUSTER_LABEL, CONTAINER_ID_LABEL, OWNER_LABEL, ContainerSpec, DockerRuntime
 from worker.container_store import WorkerContainerStore
 from worker.image_jobs import ImageJobContext, JobFailed
 from worker.reconciler import Action, Reconciler, RestartPolicy, backoff_seconds, decide, run_reconciler

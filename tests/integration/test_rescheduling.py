@@ -22,7 +22,6 @@ import docker
 import httpx
 import pytest
 
-from shared.container_runtime import CONTAINER_ID_LABEL, OWNER_LABEL
 from shared.db import Database, get_database
 from shared.host_ports import allocate_port
 from shared.host_store import HostStore
@@ -31,6 +30,7 @@ from shared.registry import Instance, Namespace
 from shared.registry.postgres import PostgresRegistry
 from shared.storage import aws_client
 from tests.conftest import RUN_ID, start_worker, stop_process
+from worker.container_runtime import CONTAINER_ID_LABEL, OWNER_LABEL
 from worker.hosts import mark_stale_hosts_down, register_host
 from worker.image_jobs import JobFailed, ensure_local_image
 from worker.main import build_worker

@@ -17,15 +17,15 @@ from typing import Any
 import docker
 import pytest
 
-from shared.container_runtime import CONTAINER_ID_LABEL
+from cli.local_stack import LocalStackSettings, ensure_aws_resources
 from shared.db import Database, get_database
 from shared.host_store import HostStore
 from shared.jobs import JOBS_MAX_RECEIVE_COUNT, Job, get_host_job_queue, get_job_queue, host_queue_name
-from shared.local_stack import LocalStackSettings, ensure_aws_resources
 from shared.storage import aws_client
 from tests.conftest import RUN_ID
 from tests.integration.test_rescheduling import create_tenant, place_container, remove_tenant
 from worker import main as worker_main
+from worker.container_runtime import CONTAINER_ID_LABEL
 from worker.image_jobs import JobRetry, collect_orphan_images
 from worker.main import Worker, build_worker
 from worker.settings import WorkerSettings

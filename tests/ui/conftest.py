@@ -145,7 +145,7 @@ def ui_user(gateway: RunningGateway, docker_client: Any) -> Iterator[tuple[str, 
     at the end, even when the test failed half-way."""
     import docker
 
-    from shared.container_runtime import OWNER_LABEL
+    from worker.container_runtime import OWNER_LABEL
 
     email, password = new_credentials()
     yield email, password

@@ -21,12 +21,12 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from shared.container_runtime import OWNER_LABEL
 from tests.conftest import RUN_ID, RunningGateway
 from tests.e2e.conftest import SignedInUser, sign_up_and_in
 from tests.e2e.test_images import upload_and_process
 from tests.support.docker_images import BUSYBOX
 from tests.ui.conftest import SLOW, BrowserSession, open_browser, sign_in_in_browser
+from worker.container_runtime import OWNER_LABEL
 
 pytestmark = pytest.mark.docker
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from openapi_spec_validator import validate
 
-from shared.gateway.spec import load_gateway_spec, load_yaml
+from gateway.spec import load_gateway_spec, load_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENT_PATH = ROOT / "gateway-config" / "openapi.yaml"

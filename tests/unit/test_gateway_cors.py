@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from shared.gateway import cors
-from shared.gateway.spec import CorsPolicy
+from gateway import cors
+from gateway.spec import CorsPolicy
 
 POLICY = CorsPolicy(
     allow_origins=("https://app.example.com",),

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from shared.gateway.events import (
+from gateway.events import (
     BadFunctionResponse,
     build_event,
     combine_headers,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.gateway.framing import HEADER, decode_payload, encode_frame
-from shared.gateway.function_host import LambdaContext, MangumInvoker, load_handler
+from gateway.framing import HEADER, decode_payload, encode_frame
+from gateway.function_host import LambdaContext, MangumInvoker, load_handler
 from shared.http_app import create_app, lambda_handler
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "gateway"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.rate_limit import Bucket, BucketState, Decision
 from shared.errors import RateLimited
-from shared.rate_limit import Bucket, BucketState, Decision
 
 IP = Bucket("ip", "127.0.0.1", 600, 60)
 USER = Bucket("user", "u1", 300, 60)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from shared.gateway.routes import RouteTable, parse_path_template
+from gateway.routes import RouteTable, parse_path_template
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shared.gateway.spec import (
+from gateway.spec import (
     GatewaySpec,
     SpecError,
     Throttle,

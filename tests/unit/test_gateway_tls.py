@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from shared.tls import ensure_self_signed_certificate
+from gateway.tls import ensure_self_signed_certificate
 
 
 def test_a_certificate_is_generated_for_local_hosts_and_reused(tmp_path: Path) -> None:

@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from pydantic import ValidationError
 
 import shared.tokens
+from gateway.authorizer import JWKS_CACHE_SECONDS
 from shared.config import FunctionSettings
 from shared.errors import Unauthorized
-from shared.gateway.authorizer import JWKS_CACHE_SECONDS
 from shared.tokens import (
     UNKNOWN_KID_REFRESH_SECONDS,
     JwksKeySource,

@@ -20,9 +20,9 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from gateway.framing import FrameError, encode_frame, read_frame
+from gateway.spec import LOCAL_ACCOUNT_ID, FunctionSpec
 from shared.errors import BerthError
-from shared.gateway.framing import FrameError, encode_frame, read_frame
-from shared.gateway.spec import LOCAL_ACCOUNT_ID, FunctionSpec
 from shared.observability import get_logger, log_event
 
 # Lambda gives a function's init phase 10 s; a loaded CI machine importing a FastAPI app needs headroom.
@@ -105,7 +105,7 @@ class FunctionInstance:
         command = [
             sys.executable,
             "-m",
-            "shared.gateway.function_host",
+            "gateway.function_host",
             function.handler,
             "--fd",
             str(child.fileno()),

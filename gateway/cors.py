@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from shared.gateway.spec import CorsPolicy
+from gateway.spec import CorsPolicy
 
 
 def is_preflight(method: str, headers: Mapping[str, str]) -> bool:

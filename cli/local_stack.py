@@ -29,7 +29,8 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import Field, ValidationError
 
-from shared.config import PROJECT_ROOT, GatewaySettings
+from gateway.settings import GatewaySettings
+from shared.config import PROJECT_ROOT
 from shared.errors import BerthError, Conflict, DependencyError, ServiceUnavailable
 from shared.jobs import JOBS_MAX_RECEIVE_COUNT
 
@@ -44,10 +45,10 @@ OIDC_PATH = "/api/auth/.well-known/openid-configuration"
 
 # How each managed process shows up in /proc/<pid>/cmdline, so a recycled PID is never signalled.
 _COMMAND_MARKERS = {
-    GATEWAY: ("shared.cli", "gateway"),
-    LOCAL_AWS: ("shared.cli", "local", "aws"),
-    WORKER: ("shared.cli", "worker"),
-    LB_RUNTIME: ("shared.cli", "lb"),
+    GATEWAY: ("cli.main", "gateway"),
+    LOCAL_AWS: ("cli.main", "local", "aws"),
+    WORKER: ("cli.main", "worker"),
+    LB_RUNTIME: ("cli.main", "lb"),
 }
 
 
@@ -577,7 +578,7 @@ def _bring_up(settings: LocalStackSettings) -> list[tuple[str, str, str]]:
     print("PostgreSQL: applying migrations", flush=True)
     applied = _check_database(settings)
     _check_redis(settings)
-    python = [sys.executable, "-m", "shared.cli"]
+    python = [sys.executable, "-m", "cli.main"]
 
     endpoint = settings.aws_endpoint
     if settings.runs_local_aws:

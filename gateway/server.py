@@ -20,13 +20,10 @@ from urllib.parse import quote
 from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
-from shared.cache import KeySpace, get_redis
-from shared.config import GatewaySettings, get_gateway_settings
-from shared.errors import BadRequest, BerthError, NotFound, PayloadTooLarge, Unauthorized, error_body
-from shared.gateway import cors
-from shared.gateway.access_log import AccessRecord, write_access_line
-from shared.gateway.authorizer import AuthorizerUnavailable, JwtAuthorizer, jwks_path_of
-from shared.gateway.events import (
+from gateway import cors
+from gateway.access_log import AccessRecord, write_access_line
+from gateway.authorizer import AuthorizerUnavailable, JwtAuthorizer, jwks_path_of
+from gateway.events import (
     GatewayResponse,
     build_event,
     combine_headers,
@@ -34,9 +31,11 @@ from shared.gateway.events import (
     scopes_of,
     stringify_claims,
 )
-from shared.gateway.function_pool import FunctionPool
-from shared.gateway.routes import RouteTable
-from shared.gateway.spec import (
+from gateway.function_pool import FunctionPool
+from gateway.rate_limit import Bucket, Decision, RateLimiter
+from gateway.routes import RouteTable
+from gateway.settings import GatewaySettings, get_gateway_settings
+from gateway.spec import (
     GatewaySpec,
     JwtAuthorizerSpec,
     Operation,
@@ -44,8 +43,9 @@ from shared.gateway.spec import (
     apply_operator_overrides,
     load_gateway_spec,
 )
+from shared.cache import KeySpace, get_redis
+from shared.errors import BadRequest, BerthError, NotFound, PayloadTooLarge, Unauthorized, error_body
 from shared.observability import get_logger, log_event
-from shared.rate_limit import Bucket, Decision, RateLimiter
 
 logger = get_logger("gateway")
 JSON_CONTENT_TYPE = "application/json"
@@ -399,7 +399,7 @@ def run_gateway(host: str | None = None, port: int | None = None, tls: bool | No
     """Serve the gateway until SIGTERM/SIGINT (first one drains, second forces); the exit status."""
     import uvicorn
 
-    from shared.tls import ensure_self_signed_certificate
+    from gateway.tls import ensure_self_signed_certificate
 
     settings = get_gateway_settings()
     logger.setLevel(settings.log_level.upper())

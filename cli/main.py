@@ -54,7 +54,7 @@ def _cmd_rotate_keys(args: argparse.Namespace) -> int:
 
 
 def _cmd_gateway(args: argparse.Namespace) -> int:
-    from shared.gateway.server import run_gateway
+    from gateway.server import run_gateway
 
     return run_gateway(host=args.host, port=args.port, tls=args.tls)
 
@@ -76,7 +76,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from shared.image_push import push
+    from cli.image_push import push
 
     token = args.token or os.environ.get("BERTH_TOKEN")
     if not token:
@@ -94,7 +94,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_local(args: argparse.Namespace) -> int:
-    from shared import local_stack
+    from cli import local_stack
 
     actions = {
         "up": local_stack.up,

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
+from gateway.spec import LOCAL_ACCOUNT_ID, LOCAL_API_ID
 from shared.errors import BerthError
-from shared.gateway.spec import LOCAL_ACCOUNT_ID, LOCAL_API_ID
 
 _TEXT_TYPES = (
     "text/",

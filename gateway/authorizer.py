@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from gateway.spec import JwtAuthorizerSpec, SpecError
 from shared.errors import BerthError, ServiceUnavailable, Unauthorized
-from shared.gateway.spec import JwtAuthorizerSpec, SpecError
 from shared.tokens import CLOCK_SKEW_SECONDS, JwksKeySource, TokenVerifier, bearer_token
 
 JWKS_CACHE_SECONDS = 300.0

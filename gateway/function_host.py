@@ -1,6 +1,6 @@
 """One function instance in its own process, as a Lambda execution environment would run it.
 
-The gateway starts ``python -m shared.gateway.function_host module:attr --fd N ...`` with one end of a
+The gateway starts ``python -m gateway.function_host module:attr --fd N ...`` with one end of a
 socket pair as fd N. The instance imports the handler (its cold start), answers ``{"ready": true}``,
 then serves one invocation at a time: a frame ``{"event", "context"}`` in, a frame ``{"result"}`` or
 ``{"error"}`` out. It exits when the gateway closes the socket; the gateway kills it on a timeout.
@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from shared.gateway.framing import FrameError, encode_frame, read_frame, send_frame
+from gateway.framing import FrameError, encode_frame, read_frame, send_frame
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
@@ -172,7 +172,7 @@ async def serve(sock: socket.socket, invoker: Invoker, function: dict[str, Any])
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m shared.gateway.function_host", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m gateway.function_host", description=__doc__)
     parser.add_argument("handler", help="module:attr (or SAM's module.attr) of the Lambda handler")
     parser.add_argument("--fd", type=int, required=True, help="this instance's end of the socket pair")
     parser.add_argument("--code-dir", default=None, help="the function's CodeUri, put first on sys.path")
