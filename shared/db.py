@@ -9,12 +9,37 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from typing import Any, LiteralString
 
 import psycopg
+from psycopg.abc import Params
+from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from shared.errors import DependencyError
+
+Row = dict[str, Any]
+# The transaction ``Database.one_transaction`` holds in this task, if any.
+_HELD: ContextVar[tuple[Database, psycopg.AsyncConnection[DictRow]] | None] = ContextVar("held", default=None)
+
+
+@asynccontextmanager
+async def _savepoint(conn: psycopg.AsyncConnection[DictRow]) -> AsyncIterator[None]:
+    """A block inside a held transaction that acts as a transaction of its own would: undone on an error,
+    and undone (not committed) when a statement in it failed even if the error was caught inside."""
+    await conn.execute("SAVEPOINT held")
+    try:
+        yield
+    except BaseException:
+        if not conn.closed:
+            await conn.execute("ROLLBACK TO SAVEPOINT held")
+            await conn.execute("RELEASE SAVEPOINT held")
+        raise
+    if conn.info.transaction_status == TransactionStatus.INERROR:
+        await conn.execute("ROLLBACK TO SAVEPOINT held")
+    await conn.execute("RELEASE SAVEPOINT held")
 
 
 class Database:
@@ -48,13 +73,52 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection[DictRow]]:
-        """A connection inside one transaction: committed on success, rolled back on error."""
+        """A connection inside one transaction: committed on success, rolled back on error. Inside
+        ``one_transaction`` it is that transaction's connection (a savepoint: an error undoes only this block)."""
+        held = _HELD.get()
+        if held is not None and held[0] is self:
+            async with _savepoint(held[1]):
+                yield held[1]
+            return
         try:
             await self.open()
             async with self._pool.connection() as conn:
                 yield conn
         except (PoolTimeout, psycopg.OperationalError) as exc:
             raise DependencyError("The database is unavailable; try again shortly.") from exc
+
+    @asynccontextmanager
+    async def one_transaction(self) -> AsyncIterator[psycopg.AsyncConnection[DictRow]]:
+        """One transaction that every query of this database inside the block joins (whichever store runs
+        it), committed when the block ends: how a check and the write it guards become atomic (quotas). Run
+        nothing concurrently inside it, nor anything that must see the block's writes committed."""
+        async with self.transaction() as conn:
+            token = _HELD.set((self, conn))
+            try:
+                yield conn
+            finally:
+                _HELD.reset(token)
+
+    # One statement in its own transaction: most store methods are exactly this. Code that needs several
+    # statements (or a lock) in one transaction uses ``transaction()`` itself.
+
+    async def fetch_one(self, sql: LiteralString, params: Params | None = None) -> Row | None:
+        """The first row ``sql`` returns (None when none), committed."""
+        async with self.transaction() as conn:
+            cursor = await conn.execute(sql, params)
+            return await cursor.fetchone()
+
+    async def fetch_all(self, sql: LiteralString, params: Params | None = None) -> list[Row]:
+        """Every row ``sql`` returns, committed."""
+        async with self.transaction() as conn:
+            cursor = await conn.execute(sql, params)
+            return await cursor.fetchall()
+
+    async def execute(self, sql: LiteralString, params: Params | None = None) -> int:
+        """Run ``sql`` and commit; how many rows it changed."""
+        async with self.transaction() as conn:
+            cursor = await conn.execute(sql, params)
+            return cursor.rowcount
 
 
 _databases: dict[tuple[int, str], Database] = {}

@@ -7,6 +7,7 @@ makes the allocation safe when many allocators race.
 from __future__ import annotations
 
 import uuid
+from enum import StrEnum
 
 from shared.errors import ServiceUnavailable
 from shared.host_store import HostStore
@@ -15,13 +16,21 @@ from shared.host_store import HostStore
 _CANDIDATES_PER_ROUND = 8
 
 
+class PortOwnerKind(StrEnum):
+    """What holds a host port (``port_allocations.owner_kind``); the owner id is of that kind."""
+
+    CONTAINER = "container"
+
+
 class PortsExhausted(ServiceUnavailable):
     """Every port of the host's range is allocated."""
 
     code = "ports_exhausted"
 
 
-async def allocate_port(store: HostStore, host_id: str, owner_kind: str, owner_id: uuid.UUID, port_range: range) -> int:
+async def allocate_port(
+    store: HostStore, host_id: str, owner_kind: PortOwnerKind, owner_id: uuid.UUID, port_range: range
+) -> int:
     """Allocate a free port of ``port_range`` on the host to the owner and return it.
 
     Each round reads a few free ports and claims the first one still free; a port taken by a concurrent
@@ -48,6 +57,6 @@ async def allocate_port(store: HostStore, host_id: str, owner_kind: str, owner_i
     )
 
 
-async def release_ports(store: HostStore, owner_kind: str, owner_id: uuid.UUID) -> list[tuple[str, int]]:
+async def release_ports(store: HostStore, owner_kind: PortOwnerKind, owner_id: uuid.UUID) -> list[tuple[str, int]]:
     """Free every host port the owner holds; the (host, port) pairs freed (none is not an error)."""
     return await store.release(owner_kind, owner_id)

@@ -13,6 +13,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -20,10 +21,24 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.config import FunctionSettings
 from shared.errors import DependencyError
+from shared.observability import request_id_var
 from shared.storage import aws_client
 
 # A job that fails this many deliveries moves to the dead-letter queue instead of looping forever.
 JOBS_MAX_RECEIVE_COUNT = 5
+
+
+class JobKind(StrEnum):
+    """The jobs the functions send and the host workers run (a job's ``kind`` on the wire)."""
+
+    PROCESS_IMAGE = "image.process"
+    DELETE_IMAGE = "image.delete"
+    RECONCILE_CONTAINER = "container.reconcile"
+
+
+def _current_request_id() -> str | None:
+    request_id = request_id_var.get()
+    return None if request_id == "-" else request_id
 
 
 @dataclass(frozen=True)
@@ -31,9 +46,14 @@ class Job:
     kind: str
     payload: dict[str, Any]
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # The request that caused the job (the sender's current one): the worker logs the job's lines under it.
+    request_id: str | None = field(default_factory=_current_request_id)
 
     def encode(self) -> str:
-        return json.dumps({"id": self.id, "kind": self.kind, "payload": self.payload})
+        body: dict[str, Any] = {"id": self.id, "kind": self.kind, "payload": self.payload}
+        if self.request_id is not None:
+            body["request_id"] = self.request_id
+        return json.dumps(body)
 
     @classmethod
     def decode(cls, body: str) -> Job:
@@ -45,7 +65,13 @@ class Job:
             or not isinstance(data.get("payload"), dict)
         ):
             raise ValueError("message is not a Berth job")
-        return cls(kind=data["kind"], payload=data["payload"], id=str(data.get("id") or uuid.uuid4().hex))
+        request_id = data.get("request_id")
+        return cls(
+            kind=data["kind"],
+            payload=data["payload"],
+            id=str(data.get("id") or uuid.uuid4().hex),
+            request_id=str(request_id)[:128] if isinstance(request_id, str) and request_id else None,
+        )
 
 
 @dataclass(frozen=True)

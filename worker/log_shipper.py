@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import contextlib
 import re
 import time
 from collections.abc import Iterable
@@ -30,13 +29,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import requests
-from docker.errors import APIError, DockerException, NotFound
-
 from shared.errors import DependencyError
 from shared.observability import get_logger, log_event
-from worker.container_runtime import CONTAINER_ID_LABEL, ContainerRuntime, RuntimeFinal, RuntimeRetryable
+from worker.container_runtime import CONTAINER_ID_LABEL, ContainerRuntime, LogStream, RuntimeFinal, RuntimeRetryable
 from worker.log_store import LogLine, LogStore, to_microseconds
+from worker.periodic import PeriodicTask
 from worker.settings import WorkerSettings
 
 logger = get_logger("worker")
@@ -110,7 +107,7 @@ class _StreamRead:
     """The new lines of one stream: after ``after_us``, up to ``horizon_us``, at most ``max_lines`` (and about
     ``max_bytes``), never ending inside a microsecond."""
 
-    def __init__(self, stream: str, after_us: int, horizon_us: int, max_lines: int, max_bytes: int) -> None:
+    def __init__(self, stream: LogStream, after_us: int, horizon_us: int, max_lines: int, max_bytes: int) -> None:
         self.stream = stream
         self.after_us = after_us
         self.horizon_us = horizon_us
@@ -144,45 +141,26 @@ class _StreamRead:
             self.complete_to_us = cut_at_us
 
 
-def _read_batch(
-    api: Any, docker_id: str, after_us: int, horizon_us: int, max_lines: int, max_bytes: int
+async def _read_batch(
+    runtime: ContainerRuntime, docker_id: str, after_us: int, horizon_us: int, max_lines: int, max_bytes: int
 ) -> Batch | None:
-    """Read one container's new lines (blocking: runs in a thread). None when Docker has no such container."""
+    """Read one container's new lines. None when Docker has no such container."""
     since = after_us / 1_000_000 - 0.001 if after_us > 0 else None  # Docker's `since` is inclusive
-
-    def logs(stdout: bool, **options: Any) -> Any:
-        return api.logs(
-            docker_id, stdout=stdout, stderr=not stdout, timestamps=True, stream=True, follow=False, **options
-        )
-
     reads = []
-    try:
-        # One request per stream, so each line is known to come from that stream.
-        for stream in ("stdout", "stderr"):
-            read = _StreamRead(stream, after_us, horizon_us, max_lines, max_bytes)
-            probe = logs(stream == "stdout", tail=PROBE_ENTRIES, since=since)
-            try:
-                entries = list(probe)  # one frame per log entry (a long line's 16 KiB pieces each count)
-            finally:
-                probe.close()
-            if len(entries) < PROBE_ENTRIES:
-                read.consume(entries)
-            else:
-                # Every entry of the tail was new: there may be more between the cursor and the tail.
-                full = logs(stream == "stdout", since=since)
-                try:
-                    read.consume(full)
-                finally:
-                    full.close()  # a capped read stops here, without reading the rest of the log
-            reads.append(read)
-    except NotFound:
-        return None
-    except APIError as exc:
-        if exc.status_code is not None and 400 <= exc.status_code < 500 and exc.status_code not in (408, 409, 429):
-            raise RuntimeFinal(f"Docker refused to read the container's logs: {exc.explanation or exc}") from exc
-        raise RuntimeRetryable(f"Docker could not read the container's logs right now: {exc}") from exc
-    except (DockerException, requests.RequestException) as exc:
-        raise RuntimeRetryable(f"Docker could not read the container's logs right now: {exc}") from exc
+    # One request per stream, so each line is known to come from that stream.
+    streams: tuple[LogStream, ...] = ("stdout", "stderr")
+    for stream in streams:
+        read = _StreamRead(stream, after_us, horizon_us, max_lines, max_bytes)
+        entries: list[bytes] = []
+        if not await runtime.read_logs(docker_id, stream, entries.extend, tail=PROBE_ENTRIES, since=since):
+            return None
+        if len(entries) < PROBE_ENTRIES:
+            read.consume(entries)
+        # Every entry of the tail was new: there may be more between the cursor and the tail (a capped read
+        # stops at its cap, without reading the rest of the log).
+        elif not await runtime.read_logs(docker_id, stream, read.consume, since=since):
+            return None
+        reads.append(read)
 
     # A stream cut by the cap is complete only up to its cut: the other stream's later lines wait too.
     complete_to_us = min(read.complete_to_us for read in reads)
@@ -197,15 +175,6 @@ def _read_batch(
     return Batch(merged, complete)
 
 
-def _docker_api(runtime: ContainerRuntime) -> Any:
-    # The runtime port answers logs with microseconds and no cap; the shipper needs Docker's nanoseconds and
-    # a stream it can stop, so it reads through the Docker adapter's own SDK client.
-    api = getattr(runtime, "docker_api", None)
-    if api is None:
-        raise RuntimeFinal("this container runtime cannot stream logs for shipping")
-    return api
-
-
 async def _read_new_lines(
     runtime: ContainerRuntime,
     docker_id: str,
@@ -214,11 +183,9 @@ async def _read_new_lines(
     max_lines: int = MAX_LINES_PER_ROUND,
     max_bytes: int = MAX_BYTES_PER_ROUND,
 ) -> Batch | None:
-    api = _docker_api(runtime)
     try:
         return await asyncio.wait_for(
-            asyncio.to_thread(_read_batch, api, docker_id, after_us, horizon_us, max_lines, max_bytes),
-            DOCKER_LOG_TIMEOUT_SECONDS,
+            _read_batch(runtime, docker_id, after_us, horizon_us, max_lines, max_bytes), DOCKER_LOG_TIMEOUT_SECONDS
         )
     except TimeoutError as exc:
         raise RuntimeRetryable(
@@ -337,18 +304,11 @@ class LogShipper:
             log_event(logger, "old container log lines deleted", deleted=deleted)
 
 
-async def run_log_shipper(
-    store: LogStore, runtime: ContainerRuntime, settings: WorkerSettings, stopping: asyncio.Event
-) -> None:
-    """Ship every ``worker_log_ship_interval_seconds`` until ``stopping`` is set; failures wait for the next
-    round."""
-    shipper = LogShipper(store, runtime, settings)
-    while not stopping.is_set():
-        try:
-            await shipper.ship_round()
-        except (DependencyError, RuntimeRetryable, RuntimeFinal) as exc:
-            log_event(logger, "log shipping round failed; will retry", error=str(exc))
-        except Exception:
-            logger.exception("log shipping round crashed; will retry")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), settings.worker_log_ship_interval_seconds)
+def log_shipper_task(store: LogStore, runtime: ContainerRuntime, settings: WorkerSettings) -> PeriodicTask:
+    """Shipping every ``worker_log_ship_interval_seconds``; failures wait for the next round."""
+    return PeriodicTask(
+        "log shipping round",
+        settings.worker_log_ship_interval_seconds,
+        LogShipper(store, runtime, settings).ship_round,
+        retry_on=(DependencyError, RuntimeRetryable, RuntimeFinal),
+    )

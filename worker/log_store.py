@@ -47,24 +47,20 @@ class LogStore:
     async def shippable_on_host(self, host_id: str) -> list[dict[str, Any]]:
         """The host's containers that have a Docker container and are not deleted: id, docker_id, updated_at,
         restart_count and last_ts (the newest line already stored, or None)."""
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
-                "SELECT c.id, c.docker_id, c.updated_at, c.restart_count, "
-                "(SELECT max(l.ts) FROM container_logs l WHERE l.container_id = c.id) AS last_ts "
-                "FROM containers c "
-                "WHERE c.host_id = %s AND c.status <> 'deleted' AND c.docker_id IS NOT NULL ORDER BY c.id",
-                (host_id,),
-            )
-            return await cursor.fetchall()
+        return await self._db.fetch_all(
+            "SELECT c.id, c.docker_id, c.updated_at, c.restart_count, "
+            "(SELECT max(l.ts) FROM container_logs l WHERE l.container_id = c.id) AS last_ts "
+            "FROM containers c "
+            "WHERE c.host_id = %s AND c.status <> 'deleted' AND c.docker_id IS NOT NULL ORDER BY c.id",
+            (host_id,),
+        )
 
     async def last_shipped(self, container_id: str) -> datetime | None:
         """The time of the container's newest stored line, or None."""
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
-                "SELECT max(ts) AS last_ts FROM container_logs WHERE container_id = %s", (container_id,)
-            )
-            row = await cursor.fetchone()
-            return row["last_ts"] if row else None
+        row = await self._db.fetch_one(
+            "SELECT max(ts) AS last_ts FROM container_logs WHERE container_id = %s", (container_id,)
+        )
+        return row["last_ts"] if row else None
 
     async def insert_lines(self, container_id: str, lines: Sequence[LogLine]) -> int:
         """Store ``lines`` (oldest first) in one COPY, skipping every line at or before the newest one already
@@ -100,11 +96,10 @@ class LogStore:
         cutoff = datetime.now(UTC) - timedelta(hours=retention_hours)
         deleted = 0
         while True:
-            async with self._db.transaction() as conn:
-                cursor = await conn.execute(
-                    "DELETE FROM container_logs WHERE id IN (SELECT id FROM container_logs WHERE ts < %s LIMIT %s)",
-                    (cutoff, PRUNE_BATCH_ROWS),
-                )
-                deleted += cursor.rowcount
-            if cursor.rowcount < PRUNE_BATCH_ROWS:
+            batch = await self._db.execute(
+                "DELETE FROM container_logs WHERE id IN (SELECT id FROM container_logs WHERE ts < %s LIMIT %s)",
+                (cutoff, PRUNE_BATCH_ROWS),
+            )
+            deleted += batch
+            if batch < PRUNE_BATCH_ROWS:
                 return deleted

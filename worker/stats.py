@@ -9,27 +9,21 @@ Docker is skipped; any other failure is logged and the next round simply tries a
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.container_stats import DOCKER_BYTE_FIELDS, StatField
 from shared.errors import DependencyError
 from shared.observability import get_logger, log_event
 from worker.container_runtime import ContainerRuntime, RuntimeFinal, RuntimeRetryable
+from worker.periodic import PeriodicTask
 from worker.settings import WorkerSettings
 from worker.stats_store import StatsStore
 
 logger = get_logger("worker")
 
 STATS_CONCURRENCY = 8
-INT_FIELDS = (
-    "memory_bytes",
-    "memory_limit_bytes",
-    "net_rx_bytes",
-    "net_tx_bytes",
-    "block_read_bytes",
-    "block_write_bytes",
-)
 
 
 def _fs_bytes(sizes: dict[str, int], docker_id: str) -> int | None:
@@ -50,8 +44,8 @@ async def _sample_one(
         except RuntimeRetryable as exc:
             log_event(logger, "container stats failed; will retry", container_id=str(row["id"]), error=str(exc))
             return None
-    values: dict[str, Any] = {"cpu_percent": float(raw.get("cpu_percent", 0.0))}
-    for name in INT_FIELDS:
+    values: dict[str, Any] = {StatField.CPU_PERCENT: float(raw.get(StatField.CPU_PERCENT, 0.0))}
+    for name in DOCKER_BYTE_FIELDS:
         values[name] = int(raw.get(name, 0))
     return str(row["id"]), datetime.now(UTC), values
 
@@ -75,23 +69,31 @@ async def sample_round(store: StatsStore, runtime: ContainerRuntime, settings: W
                 sizes = {}
             docker_ids = {str(row["id"]): row["docker_id"] for row in rows}
             for container_id, _ts, values in samples:
-                values["fs_bytes"] = _fs_bytes(sizes, docker_ids[container_id])
+                values[StatField.FS_BYTES] = _fs_bytes(sizes, docker_ids[container_id])
             inserted = await store.insert(samples)
     await store.prune(settings.stats_retention_hours)
     return inserted
 
 
-async def run_sampler(
-    store: StatsStore, runtime: ContainerRuntime, settings: WorkerSettings, stopping: asyncio.Event
-) -> None:
-    """Sample every ``worker_stats_interval_seconds`` until ``stopping`` is set; failures wait for the next
-    round."""
-    while not stopping.is_set():
-        try:
-            await sample_round(store, runtime, settings)
-        except (DependencyError, RuntimeRetryable, RuntimeFinal) as exc:
-            log_event(logger, "stats sampling failed; will retry", error=str(exc))
-        except Exception:
-            logger.exception("stats sampling crashed; will retry")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), settings.worker_stats_interval_seconds)
+async def sample_before_stop(store: StatsStore, runtime: ContainerRuntime, container_id: str, docker_id: str) -> None:
+    """Store one last sample of a running container about to be stopped or removed: metering takes CPU-seconds
+    and egress from the counters' growth between samples, so without it the use since the last round (up to
+    ``worker_stats_interval_seconds``) would go unbilled. Best effort: a failure only loses that remainder."""
+    sample = await _sample_one(runtime, asyncio.Semaphore(1), {"id": container_id, "docker_id": docker_id})
+    if sample is None:
+        return
+    sample[2][StatField.FS_BYTES] = None
+    try:
+        await store.insert([sample])
+    except DependencyError as exc:
+        log_event(logger, "final stats sample not stored", container_id=container_id, error=str(exc))
+
+
+def sampler_task(store: StatsStore, runtime: ContainerRuntime, settings: WorkerSettings) -> PeriodicTask:
+    """Sampling every ``worker_stats_interval_seconds``; failures wait for the next round."""
+    return PeriodicTask(
+        "stats sampling",
+        settings.worker_stats_interval_seconds,
+        functools.partial(sample_round, store, runtime, settings),
+        retry_on=(DependencyError, RuntimeRetryable, RuntimeFinal),
+    )

@@ -6,18 +6,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from shared.container_stats import STAT_FIELDS
 from shared.db import Database
-
-STAT_FIELDS = (
-    "cpu_percent",
-    "memory_bytes",
-    "memory_limit_bytes",
-    "net_rx_bytes",
-    "net_tx_bytes",
-    "block_read_bytes",
-    "block_write_bytes",
-    "fs_bytes",
-)
 
 
 class StatsStore:

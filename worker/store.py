@@ -18,53 +18,48 @@ class WorkerImageStore:
 
     async def claim(self, image_id: str) -> dict[str, Any] | None:
         """uploaded/processing -> processing; None when the image is gone or already finished."""
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
-                "UPDATE images SET status = 'processing', updated_at = now(), progress = %s "
-                "WHERE id = %s AND status IN ('uploaded', 'processing') "
-                f"RETURNING {_IMAGE}",
-                (Jsonb({"stage": "downloading", "percent": 5}), image_id),
-            )
-            return await cursor.fetchone()
+        return await self._db.fetch_one(
+            "UPDATE images SET status = 'processing', updated_at = now(), progress = %s "
+            "WHERE id = %s AND status IN ('uploaded', 'processing') "
+            f"RETURNING {_IMAGE}",
+            (Jsonb({"stage": "downloading", "percent": 5}), image_id),
+        )
 
     async def progress(self, image_id: str, stage: str, percent: int) -> None:
-        async with self._db.transaction() as conn:
-            await conn.execute(
-                "UPDATE images SET progress = %s, updated_at = now() WHERE id = %s AND status = 'processing'",
-                (Jsonb({"stage": stage, "percent": percent}), image_id),
-            )
+        await self._db.execute(
+            "UPDATE images SET progress = %s, updated_at = now() WHERE id = %s AND status = 'processing'",
+            (Jsonb({"stage": stage, "percent": percent}), image_id),
+        )
 
     async def finish(
         self, image_id: str, status: str, *, reason: str | None = None, fields: dict[str, Any] | None = None
     ) -> bool:
         """processing -> ``status`` with the reports; False when the image was deleted meanwhile."""
         fields = fields or {}
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
-                "UPDATE images SET status = %s, reason = %s, progress = NULL, updated_at = now(), "
-                "docker_image_id = %s, reference = %s, inspection = %s, scan = %s, optimization = %s "
-                "WHERE id = %s AND status = 'processing' RETURNING id",
-                (
-                    status,
-                    reason,
-                    fields.get("docker_image_id"),
-                    fields.get("reference"),
-                    _json(fields.get("inspection")),
-                    _json(fields.get("scan")),
-                    _json(fields.get("optimization")),
-                    image_id,
-                ),
-            )
-            return await cursor.fetchone() is not None
+        finished = await self._db.fetch_one(
+            "UPDATE images SET status = %s, reason = %s, progress = NULL, updated_at = now(), "
+            "docker_image_id = %s, reference = %s, inspection = %s, scan = %s, optimization = %s "
+            "WHERE id = %s AND status = 'processing' RETURNING id",
+            (
+                status,
+                reason,
+                fields.get("docker_image_id"),
+                fields.get("reference"),
+                _json(fields.get("inspection")),
+                _json(fields.get("scan")),
+                _json(fields.get("optimization")),
+                image_id,
+            ),
+        )
+        return finished is not None
 
     async def fail(self, image_id: str, reason: str) -> None:
         """Any unfinished state -> failed (the job gave up after its tries)."""
-        async with self._db.transaction() as conn:
-            await conn.execute(
-                "UPDATE images SET status = 'failed', reason = %s, progress = NULL, updated_at = now() "
-                "WHERE id = %s AND status IN ('uploaded', 'processing')",
-                (reason, image_id),
-            )
+        await self._db.execute(
+            "UPDATE images SET status = 'failed', reason = %s, progress = NULL, updated_at = now() "
+            "WHERE id = %s AND status IN ('uploaded', 'processing')",
+            (reason, image_id),
+        )
 
     async def orphaned(self, references: list[str]) -> list[str]:
         """Which of ``references`` (``berth/<owner>/<name>:<tag>``) belong to a user of this platform but
@@ -76,14 +71,12 @@ class WorkerImageStore:
                 owners.setdefault(parts[1], []).append(reference)
         if not owners:
             return []
-        async with self._db.transaction() as conn:
-            # Every record counts, in any state: an image being processed is tagged before it is ready.
-            cursor = await conn.execute(
-                "SELECT u.id::text AS owner, i.name, i.tag FROM users u "
-                "LEFT JOIN images i ON i.owner_id = u.id WHERE u.id::text = ANY(%s)",
-                (list(owners),),
-            )
-            rows = await cursor.fetchall()
+        # Every record counts, in any state: an image being processed is tagged before it is ready.
+        rows = await self._db.fetch_all(
+            "SELECT u.id::text AS owner, i.name, i.tag FROM users u "
+            "LEFT JOIN images i ON i.owner_id = u.id WHERE u.id::text = ANY(%s)",
+            (list(owners),),
+        )
         known_owners = {row["owner"] for row in rows}
         live = {f"{image_repository(row['owner'], row['name'])}:{row['tag']}" for row in rows if row["name"]}
         return [ref for owner in known_owners for ref in owners[owner] if ref not in live]

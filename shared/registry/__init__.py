@@ -231,6 +231,10 @@ class ServiceRegistry(ABC):
         index 0 answers at once with the current index."""
 
     @abstractmethod
+    async def current_index(self, namespace: Namespace, service: str | None = None) -> int:
+        """The namespace's (or one service's) change index now, without waiting: what ``watch`` waits past."""
+
+    @abstractmethod
     async def expire(self, ttl_seconds: float) -> list[Instance]:
         """Remove instances not healthy for ``ttl_seconds`` or critical past their deregister-after."""
 

@@ -243,6 +243,13 @@ class ConsulRegistry(ServiceRegistry):
             if deadline - time.monotonic() <= 0:
                 return WatchResult(current, False)
 
+    async def current_index(self, namespace: Namespace, service: str | None = None) -> int:
+        """The namespace's (or one service's) change index now, without waiting: what ``watch`` waits past."""
+        if service is not None:
+            index, _ = await self._health_service(namespace, service, 0, 0.0)
+            return index
+        return await self._namespace_index(namespace, 0, 0.0)
+
     async def expire(self, ttl_seconds: float) -> list[Instance]:
         """Remove instances not healthy for ``ttl_seconds`` or critical past their deregister-after.
 

@@ -257,8 +257,7 @@ class PostgresRegistry(ServiceRegistry):
         """Wait until the namespace (or one service in it) changes past ``index``, or ``wait_seconds`` pass;
         index 0 answers at once with the current index."""
         if index <= 0:
-            async with self._database().transaction() as conn:
-                return WatchResult(await self._current_index(conn, namespace, service), True)
+            return WatchResult(await self.current_index(namespace, service), True)
         deadline = time.monotonic() + max(0.0, wait_seconds)
         wanted = f"{namespace.value}/{service}" if service else f"{namespace.value}/"
         try:
@@ -285,6 +284,11 @@ class PostgresRegistry(ServiceRegistry):
         except psycopg.OperationalError as exc:
             raise DependencyError("The database connection was lost during a registry watch.") from exc
         return WatchResult(current, current != index)
+
+    async def current_index(self, namespace: Namespace, service: str | None = None) -> int:
+        """The namespace's (or one service's) change index now, without waiting: what ``watch`` waits past."""
+        async with self._database().transaction() as conn:
+            return await self._current_index(conn, namespace, service)
 
     @staticmethod
     async def _wait_for_notify(

@@ -9,7 +9,6 @@ import contextlib
 import secrets
 import socket
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -21,11 +20,13 @@ import pytest
 
 from tests.conftest import LOCAL_AWS_PORT
 from tests.support.docker_images import built_test_image
+from tests.support.waiting import wait_until, wait_until_async
 from worker.container_runtime import (
     CONTAINER_ID_LABEL,
     OWNER_LABEL,
     ContainerSpec,
     DockerRuntime,
+    LogStream,
     RuntimeFinal,
 )
 
@@ -76,18 +77,13 @@ def _exec(docker_client: Any, container_id: str, command: list[str]) -> tuple[in
 
 
 def _wait_for_200(url: str, timeout: float = 20.0) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    last: Exception | str = "no attempt"
-    while time.monotonic() < deadline:
-        try:
-            response = httpx.get(url, timeout=2)
-            if response.status_code == 200:
-                return response
-            last = f"status {response.status_code}"
-        except httpx.HTTPError as exc:
-            last = exc
-        time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer 200 within {timeout}s: {last}")
+    return wait_until(
+        lambda: response if (response := httpx.get(url, timeout=2)).status_code == 200 else None,
+        timeout=timeout,
+        interval=0.2,
+        ignoring=(httpx.HTTPError,),
+        message=f"{url} did not answer 200",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -229,28 +225,42 @@ async def test_the_platform_services_are_unreachable_from_the_container(
         thread.join(5)
 
 
-async def test_logs_come_back_with_stream_and_time(web: dict[str, Any], runtime: DockerRuntime) -> None:
+async def _log_lines(
+    runtime: DockerRuntime, docker_id: str, stream: LogStream, **options: Any
+) -> list[tuple[datetime, str]]:
+    """(time, text) of each line of one of the container's streams, read through the runtime."""
+    entries: list[bytes] = []
+    assert await runtime.read_logs(docker_id, stream, entries.extend, **options)
+    stamped = (raw.partition(" ") for raw in b"".join(entries).decode().splitlines())
+    return [(datetime.fromisoformat(stamp), text) for stamp, _, text in stamped]
+
+
+async def test_logs_come_back_by_stream_with_their_time(web: dict[str, Any], runtime: DockerRuntime) -> None:
     # GIVEN a request for a path only this test asks for (busybox httpd -vv logs each url to stderr)
     before = datetime.now(UTC) - timedelta(seconds=2)  # Docker's clock is this machine's clock
     await asyncio.to_thread(_wait_for_200, web["url"] + "/index.html")
 
-    # WHEN the logs are read THEN the request line is there, on stderr, with its time
-    deadline = time.monotonic() + 10
-    while True:
-        lines = await runtime.container_logs(web["id"], tail=50)
-        matching = [line for line in lines if line["text"].endswith(": url:/index.html")]
-        if matching or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.2)
+    # WHEN stderr is read THEN the request line is there, with its time
+
+    async def logged() -> list[tuple[datetime, str]] | None:
+        lines = await _log_lines(runtime, web["id"], "stderr", tail=50)
+        return lines if any(text.endswith(": url:/index.html") for _, text in lines) else None
+
+    lines = await wait_until_async(logged, timeout=10, interval=0.2, message="the request line never reached the logs")
+    matching = [ts for ts, text in lines if text.endswith(": url:/index.html")]
     assert len(matching) == 1, lines
-    assert matching[0]["stream"] == "stderr"
-    assert before <= matching[0]["ts"] <= datetime.now(UTC) + timedelta(seconds=2)
-    assert [line["ts"] for line in lines] == sorted(line["ts"] for line in lines)
-    assert {line["stream"] for line in lines} <= {"stdout", "stderr"}
+    assert before <= matching[0] <= datetime.now(UTC) + timedelta(seconds=2)
+    assert [ts for ts, _ in lines] == sorted(ts for ts, _ in lines)
+    # AND stdout holds none of stderr's lines
+    assert not any(text.endswith(": url:/index.html") for _, text in await _log_lines(runtime, web["id"], "stdout"))
 
     # AND tail and since narrow the answer
-    assert len(await runtime.container_logs(web["id"], tail=1)) == 1
-    assert await runtime.container_logs(web["id"], since=datetime.now(UTC) + timedelta(hours=1)) == []
+    assert len(await _log_lines(runtime, web["id"], "stderr", tail=1)) == 1
+    later = (datetime.now(UTC) + timedelta(hours=1)).timestamp()
+    assert await _log_lines(runtime, web["id"], "stderr", since=later) == []
+
+    # AND a container Docker does not have reads as missing
+    assert await runtime.read_logs(f"berth-test-missing-{secrets.token_hex(4)}", "stdout", [].extend) is False
 
 
 async def test_stats_are_one_sample_of_non_negative_numbers(web: dict[str, Any], runtime: DockerRuntime) -> None:
@@ -263,6 +273,7 @@ async def test_stats_are_one_sample_of_non_negative_numbers(web: dict[str, Any],
         "net_tx_bytes",
         "block_read_bytes",
         "block_write_bytes",
+        "cpu_usage_ns",  # the cgroup's cumulative counter, which CPU metering reads
     }
     assert all(value >= 0 for value in stats.values()), stats
     assert stats["memory_limit_bytes"] == MEMORY_MB * 1024 * 1024

@@ -17,9 +17,11 @@ from functions.containers import service
 from functions.containers.store import ContainerStore
 from shared.db import Database, get_database
 from shared.errors import NotFound
+from tests.support.waiting import wait_until_async
 from worker.container_runtime import RuntimeFinal, RuntimeRetryable
+from worker.periodic import run_periodic
 from worker.settings import WorkerSettings
-from worker.stats import run_sampler, sample_round
+from worker.stats import sample_round, sampler_task
 from worker.stats_store import StatsStore
 
 SAMPLE = {
@@ -185,12 +187,16 @@ async def test_the_sampler_keeps_going_and_stops(database: Database, world: dict
     stopping = asyncio.Event()
     settings = _settings(world, worker_stats_interval_seconds=0.05)
     task = asyncio.create_task(
-        run_sampler(StatsStore(database), FakeRuntime({"d-loop": SAMPLE}, {}), settings, stopping)  # type: ignore[arg-type]
+        run_periodic(
+            sampler_task(StatsStore(database), FakeRuntime({"d-loop": SAMPLE}, {}), settings),  # type: ignore[arg-type]
+            stopping,
+        )
     )
-    for _ in range(100):
-        if len(await _samples(database, container_id)) >= 2:
-            break
-        await asyncio.sleep(0.05)
+
+    async def sampled_twice() -> bool:
+        return len(await _samples(database, container_id)) >= 2
+
+    await wait_until_async(sampled_twice, timeout=10, message="the sampler stored fewer than 2 samples")
     stopping.set()
     await asyncio.wait_for(task, 5)
     assert len(await _samples(database, container_id)) >= 2
@@ -219,10 +225,12 @@ async def test_the_function_answers_latest_and_history_tenant_scoped(database: D
     assert stats.latest is not None and stats.latest.cpu_percent == 4.0 and stats.latest.fs_bytes is None
     assert [sample.cpu_percent for sample in stats.history] == [2.0, 3.0, 4.0]  # the last 3, oldest first
 
-    since = await service.container_stats(containers, owner, container_id, start + timedelta(seconds=90), 1000)
+    since = await service.container_stats(
+        containers, owner, container_id, (start + timedelta(seconds=90)).isoformat(), 1000
+    )
     assert [sample.cpu_percent for sample in since.history] == [2.0, 3.0, 4.0]
     assert since.latest is not None and since.latest.cpu_percent == 4.0
-    later = await service.container_stats(containers, owner, container_id, datetime.now(UTC), 1000)
+    later = await service.container_stats(containers, owner, container_id, datetime.now(UTC).isoformat(), 1000)
     assert later.history == [] and later.latest is not None and later.latest.cpu_percent == 4.0
 
     with pytest.raises(NotFound):

@@ -15,6 +15,7 @@ from shared.db import Database, get_database
 from shared.errors import NotFound
 from shared.host_ports import PortsExhausted, allocate_port, release_ports
 from shared.host_store import HostStore
+from tests.support.waiting import wait_until_async
 from worker.hosts import heartbeat, live_hosts, mark_stale_hosts_down, register_host
 from worker.settings import WorkerSettings
 
@@ -232,6 +233,7 @@ async def test_the_worker_registers_its_host_and_marks_silent_ones_down(
 ) -> None:
     # GIVEN a host that fell silent and a worker on a host of its own with a fast heartbeat
     from worker.main import build_worker
+    from worker.periodic import run_periodic
 
     silent, own = host_ids(), host_ids()
     await register_host(store, silent, "127.0.0.1", 1, 512)
@@ -240,24 +242,27 @@ async def test_the_worker_registers_its_host_and_marks_silent_ones_down(
         WorkerSettings(host_id=own, host_heartbeat_seconds=0.2, host_down_after_seconds=30, host_cpu_capacity=3)
     )
 
-    # WHEN its heartbeat loop runs for a while
-    task = asyncio.create_task(worker._host_heartbeats())
-    await asyncio.sleep(0.7)
-    first_beat = await store.get(own)
-    await asyncio.sleep(0.5)
-    worker.stop()
-    await asyncio.wait_for(task, 5)
+    # WHEN its heartbeat loop runs
+    task = asyncio.create_task(run_periodic(worker.host_heartbeat_task(), worker.stopping))
+    try:
+        # THEN its host is registered and keeps heartbeating, and the silent host is down
+        first_beat = await wait_until_async(lambda: store.get(own), message="the worker did not register its host")
+        assert first_beat["status"] == "up"
+        assert float(first_beat["cpu_capacity"]) == 3
 
-    # THEN its host is registered and keeps heartbeating, and the silent host is down
-    assert first_beat is not None
-    assert first_beat["status"] == "up"
-    assert float(first_beat["cpu_capacity"]) == 3
-    latest = await store.get(own)
-    assert latest is not None
-    assert latest["heartbeat_at"] > first_beat["heartbeat_at"]
-    gone = await store.get(silent)
-    assert gone is not None
-    assert gone["status"] == "down"
+        async def beat_again() -> bool:
+            latest = await store.get(own)
+            return latest is not None and latest["heartbeat_at"] > first_beat["heartbeat_at"]
+
+        async def silent_host_down() -> bool:
+            gone = await store.get(silent)
+            return gone is not None and gone["status"] == "down"
+
+        await wait_until_async(beat_again, message="the host did not heartbeat again")
+        await wait_until_async(silent_host_down, message="the silent host was not marked down")
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 5)
 
 
 async def test_least_busy_host_leaves_out_excluded_silent_and_down_hosts(

@@ -19,9 +19,11 @@ from docker.types import LogConfig
 
 from shared.db import Database, get_database
 from tests.support.docker_images import built_test_image
+from tests.support.waiting import wait_until_async
 from worker.container_runtime import CONTAINER_ID_LABEL, DockerRuntime
-from worker.log_shipper import MAX_LINE_BYTES, LogShipper, run_log_shipper, ship_container
+from worker.log_shipper import MAX_LINE_BYTES, LogShipper, log_shipper_task, ship_container
 from worker.log_store import LogStore
+from worker.periodic import run_periodic
 from worker.settings import WorkerSettings
 
 pytestmark = pytest.mark.docker
@@ -142,11 +144,14 @@ async def _rounds_until(
 ) -> list[int]:
     """Run rounds until ``count`` lines of the container are stored; returns each round's total."""
     shipped: list[int] = []
-    deadline = asyncio.get_running_loop().time() + timeout
-    while len(await _stored(database, container_id)) < count:
-        assert asyncio.get_running_loop().time() < deadline, f"not {count} lines within {timeout}s"
+
+    async def stored_enough() -> bool:
+        if len(await _stored(database, container_id)) >= count:
+            return True
         shipped.append(await shipper.ship_round())
-        await asyncio.sleep(0.2)
+        return False
+
+    await wait_until_async(stored_enough, timeout=timeout, interval=0.2, message=f"not {count} lines stored")
     return shipped
 
 
@@ -248,10 +253,11 @@ async def test_a_running_containers_lines_wait_to_settle(
 ) -> None:
     # GIVEN a running container whose line Docker already has
     container_id, docker_id = await launch("echo early; sleep 300")
-    for _ in range(100):
-        if b"early" in await asyncio.to_thread(docker_client.api.logs, docker_id):
-            break
-        await asyncio.sleep(0.1)
+
+    async def docker_has_the_line() -> bool:
+        return b"early" in await asyncio.to_thread(docker_client.api.logs, docker_id)
+
+    await wait_until_async(docker_has_the_line, interval=0.1, message="Docker never had the line")
 
     # WHEN a shipper that lets lines settle for an hour runs: THEN the line is not shipped yet
     assert await LogShipper(LogStore(database), runtime, _settings(world), settle_seconds=3600).ship_round() == 0
@@ -344,14 +350,16 @@ async def test_the_loop_ships_past_a_vanished_container_and_stops(
     container_id, _ = await launch("echo alive; sleep 300")
     stopping = asyncio.Event()
     task = asyncio.create_task(
-        run_log_shipper(LogStore(database), runtime, _settings(world, worker_log_ship_interval_seconds=0.1), stopping)
+        run_periodic(
+            log_shipper_task(LogStore(database), runtime, _settings(world, worker_log_ship_interval_seconds=0.1)),
+            stopping,
+        )
     )
     try:
         # WHEN the loop runs: THEN the live container's line arrives despite the vanished one
-        for _ in range(300):
-            if await _texts(database, container_id):
-                break
-            await asyncio.sleep(0.1)
+        await wait_until_async(
+            lambda: _texts(database, container_id), timeout=30, interval=0.1, message="the live line never arrived"
+        )
         assert await _texts(database, container_id) == [("stdout", "alive")]
     finally:
         # AND the loop stops when asked

@@ -11,7 +11,6 @@ import json
 import os
 import secrets
 import socket
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -28,11 +27,14 @@ from shared.secrets import seal_env
 from shared.storage import get_object_store
 from tests.conftest import RUN_ID
 from tests.support.docker_images import built_test_image
+from tests.support.waiting import wait_until_async
 from worker.container_jobs import CUSTOMER_NETWORK, reconcile_container
 from worker.container_runtime import CLUSTER_LABEL, CONTAINER_ID_LABEL, OWNER_LABEL, ContainerSpec, DockerRuntime
 from worker.container_store import WorkerContainerStore
-from worker.image_jobs import ImageJobContext, JobFailed
-from worker.reconciler import Action, Reconciler, RestartPolicy, backoff_seconds, decide, run_reconciler
+from worker.context import JobContext
+from worker.image_jobs import JobFailed
+from worker.periodic import run_periodic
+from worker.reconciler import Action, Reconciler, RestartPolicy, backoff_seconds, decide, reconciler_task
 from worker.settings import WorkerSettings
 from worker.store import WorkerImageStore
 
@@ -82,7 +84,7 @@ async def world(database: Database, web_image: dict[str, str], docker_client: An
         worker_restart_backoff_max_seconds=8.0,
         worker_restart_backoff_reset_seconds=BACKOFF_RESET,
     )
-    context = ImageJobContext(
+    context = JobContext(
         settings=settings,
         images=WorkerImageStore(database),
         objects=get_object_store(settings),
@@ -179,13 +181,13 @@ def _exited(state: dict[str, Any]) -> bool:
 async def _until(
     read: Callable[[], Awaitable[Any]], done: Callable[[Any], bool], timeout: float = 20, every: float = 0.1
 ) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
+    """Until ``done(await read())``; that last value read."""
+
+    async def reached() -> tuple[Any] | None:
         value = await read()
-        if done(value):
-            return value
-        assert time.monotonic() < deadline, f"condition not met within {timeout}s; last value: {value}"
-        await asyncio.sleep(every)
+        return (value,) if done(value) else None  # wrapped: a falsy value may be the awaited one
+
+    return (await wait_until_async(reached, timeout=timeout, interval=every))[0]
 
 
 # ------------------------------------------------------------------------------------------ decisions
@@ -354,7 +356,7 @@ async def test_the_backoff_grows_with_quick_crashes_and_resets_after_a_long_run(
     waits = []
     for pause in (0.0, 0.0, BACKOFF_RESET + 0.5):
         # GIVEN the container ran for `pause` seconds; WHEN it crashes and the reconciler restarts it
-        await asyncio.sleep(pause)
+        await asyncio.sleep(pause)  # part of the check: how long it ran decides the backoff
         await _kill(docker_client, docker_id)
         crashed = await world["context"].runtime.container_state(docker_id)
         await reconciler.run_once()
@@ -472,7 +474,7 @@ async def test_orphans_of_this_cluster_are_removed_after_the_grace(
         # WHEN first seen THEN nothing is removed yet
         assert await reconciler.sweep_orphans() == []
         # WHEN seen again after the grace THEN this cluster's two orphans are removed
-        await asyncio.sleep(settings.worker_orphan_grace_seconds + 0.2)
+        await asyncio.sleep(settings.worker_orphan_grace_seconds + 0.2)  # part of the check: past the grace
         assert sorted(await reconciler.sweep_orphans()) == sorted([no_record, on_other_host])
         remaining = {container.id for container in docker_client.containers.list(all=True)}
         assert no_record not in remaining and on_other_host not in remaining
@@ -529,7 +531,7 @@ async def test_the_reconciler_keeps_checking_health(
     container_id, row = await _deployed(database, world, health_check=_check("http", path="/index.html"))
     assert row["status"] == "running"
     stopping = asyncio.Event()
-    loop = asyncio.create_task(run_reconciler(world["context"], world["settings"], stopping))
+    loop = asyncio.create_task(run_periodic(reconciler_task(world["context"], world["settings"]), stopping))
     try:
         # WHEN the page disappears THEN after `retries` failed checks it is unhealthy, saying why
         await asyncio.to_thread(

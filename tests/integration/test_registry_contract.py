@@ -32,6 +32,7 @@ from shared.registry import (
     ServiceRegistry,
     get_registry,
 )
+from tests.support.waiting import wait_until_async
 
 INTERNAL = Namespace.INTERNAL_SERVICES
 CLIENT = Namespace.CLIENT_CONTAINERS
@@ -247,6 +248,7 @@ async def test_watch_wakes_on_a_change(reg: Registered) -> None:
     service_watch = asyncio.create_task(reg.registry.watch(INTERNAL, service, index=start.index, wait_seconds=60))
     namespace_start = await reg.registry.watch(INTERNAL, index=0)
     namespace_watch = asyncio.create_task(reg.registry.watch(INTERNAL, index=namespace_start.index, wait_seconds=60))
+    # Part of the check: while nothing changes, both keep waiting (and by then both are waiting for the change)
     await asyncio.sleep(0.5)
     assert not service_watch.done() and not namespace_watch.done()
     await reg.registry.report_health(INTERNAL, reg.name("w-1"), HealthStatus.PASSING, "ok")
@@ -259,6 +261,8 @@ async def test_watch_wakes_on_a_change(reg: Registered) -> None:
 
     # AND a new registration wakes a watch from the index just returned
     next_watch = asyncio.create_task(reg.registry.watch(INTERNAL, service, index=woke.index, wait_seconds=60))
+    # No registry-neutral signal says a watch is waiting: give it the time to be, so that the change wakes it
+    # rather than preceding it (a watch started after the change must answer the same, at once).
     await asyncio.sleep(0.3)
     await reg.register(id=reg.name("w-2"), namespace=INTERNAL, service=service)
     woke_again = await asyncio.wait_for(next_watch, timeout=30)
@@ -272,7 +276,7 @@ async def test_watch_times_out_unchanged_when_nothing_happens(reg: Registered) -
     await reg.register(id=reg.name("n-1"), namespace=INTERNAL, service=other)
     current = await reg.registry.watch(INTERNAL, service)
     watch = asyncio.create_task(reg.registry.watch(INTERNAL, service, index=current.index, wait_seconds=2))
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # as above: the other service's change should find the watch waiting
     await reg.register(id=reg.name("n-1"), namespace=INTERNAL, service=other, port=9100)
 
     # THEN the watch ends when its time is up, unchanged, at the same index
@@ -296,6 +300,26 @@ async def test_watch_from_an_old_index_returns_at_once(reg: Registered) -> None:
     assert result.changed is True and result.index > namespace_before.index
 
 
+async def test_current_index_answers_at_once_and_moves_with_every_change(reg: Registered) -> None:
+    # GIVEN a service, and its index and its namespace's read now
+    service = reg.name("indexed")
+    await reg.register(id=reg.name("i-1"), namespace=CLIENT, service=service, owner_id=uuid.uuid4())
+    # (the wait_for bounds are far below any watch's wait: the index is read, not waited for)
+    before = await asyncio.wait_for(reg.registry.current_index(CLIENT, service), 10)
+    namespace_before = await asyncio.wait_for(reg.registry.current_index(CLIENT), 10)
+
+    # THEN the service's index is the one a watch from index 0 answers
+    assert before > 0 and namespace_before > 0
+    assert (await reg.registry.watch(CLIENT, service)).index == before
+
+    # WHEN the service changes
+    await reg.registry.deregister(CLIENT, reg.name("i-1"))
+
+    # THEN both indexes moved past what they were
+    assert await asyncio.wait_for(reg.registry.current_index(CLIENT, service), 10) > before
+    assert await asyncio.wait_for(reg.registry.current_index(CLIENT), 10) > namespace_before
+
+
 async def test_expiry_removes_instances_that_stopped_reporting(reg: Registered) -> None:
     # GIVEN two instances with one-second TTL checks: one keeps passing, the other goes silent
     service = reg.name("ttl")
@@ -304,6 +328,7 @@ async def test_expiry_removes_instances_that_stopped_reporting(reg: Registered) 
         await reg.register(
             id=instance_id, namespace=INTERNAL, service=service, check=ttl_check(1), status=HealthStatus.PASSING
         )
+    # Part of the check: 2.5 s of heartbeats, past the silent one's TTL and the expiry's 2 s below
     deadline = time.monotonic() + 2.5
     while time.monotonic() < deadline:
         await reg.registry.report_health(INTERNAL, alive, HealthStatus.PASSING, "alive")
@@ -412,7 +437,7 @@ async def test_postgres_expiry_removes_instances_critical_past_their_deregister_
     await pg.register(id=patient, namespace=INTERNAL, service=service, check=http_check(deregister_after_seconds=60))
     for instance_id in (quick, patient):
         await pg.registry.report_health(INTERNAL, instance_id, HealthStatus.CRITICAL, "HTTP 500")
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(1.5)  # part of the check: past the quick one's deregister-after
     for instance_id in (quick, patient):
         await pg.registry.report_health(INTERNAL, instance_id, HealthStatus.CRITICAL, "HTTP 500")
 
@@ -471,9 +496,12 @@ async def test_postgres_expiry_sweep_tells_watchers_of_a_lapsed_check(pg: Regist
     # (The index as registered: a host worker of another test sharing this database may run its own sweep
     # at any moment, so the test's sweep may not be the first to write the lapse down.)
     registered = await pg.registry.watch(INTERNAL, service)
-    await asyncio.sleep(1.5)
-    [before] = await pg.registry.instances(INTERNAL, service)
-    assert (before.status, before.output) == (HealthStatus.CRITICAL, "TTL expired")
+
+    async def lapsed() -> bool:
+        [instance] = await pg.registry.instances(INTERNAL, service)
+        return (instance.status, instance.output) == (HealthStatus.CRITICAL, "TTL expired")
+
+    await wait_until_async(lapsed, timeout=1.5, message="the silent instance's TTL did not lapse")
 
     # WHEN the sweep runs with a TTL that keeps the instance
     removed = await pg.registry.expire(ttl_seconds=3600)

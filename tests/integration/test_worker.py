@@ -24,6 +24,7 @@ from shared.jobs import JOBS_MAX_RECEIVE_COUNT, Job, get_host_job_queue, get_job
 from shared.storage import aws_client
 from tests.conftest import RUN_ID
 from tests.integration.test_rescheduling import create_tenant, place_container, remove_tenant
+from tests.support.waiting import wait_until_async
 from worker import main as worker_main
 from worker.container_runtime import CONTAINER_ID_LABEL
 from worker.image_jobs import JobRetry, collect_orphan_images
@@ -66,11 +67,24 @@ def _worker(queues: dict[str, Any], **overrides: Any) -> Worker:
     return build_worker(settings)
 
 
-async def _run_for(worker: Worker, seconds: float) -> None:
+async def _run_until(worker: Worker, check: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """Run the worker until ``check()`` (called off the event loop) holds, then stop it and let it finish."""
     task = asyncio.create_task(worker.run())
-    await asyncio.sleep(seconds)
-    worker.stop()
-    await asyncio.wait_for(task, 15)
+    try:
+        await wait_until_async(
+            lambda: asyncio.to_thread(check), timeout=timeout, interval=0.2, message=f"timed out waiting for {what}"
+        )
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 15)
+
+
+def _queue_depth(sqs: Any, url: str) -> int:
+    """Messages in the queue, visible or not (read without receiving any)."""
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
 
 
 def _messages(sqs: Any, url: str) -> list[str]:
@@ -85,7 +99,11 @@ async def test_poisoned_messages_reach_the_dead_letter_queue(queues: dict[str, A
     sqs.send_message(QueueUrl=queues["jobs_queue"], MessageBody=Job("no.such.kind", {}).encode())
 
     # WHEN a worker runs long enough to see each of them more than maxReceiveCount times
-    await _run_for(_worker(queues), 6)
+    await _run_until(
+        _worker(queues),
+        lambda: _queue_depth(sqs, queues["dead_letter_queue"]) == 2 and _queue_depth(sqs, queues["jobs_queue"]) == 0,
+        "both messages to be dead-lettered",
+    )
 
     # THEN neither was deleted as done: both sit in the dead-letter queue, untouched
     dead = _messages(sqs, queues["dead_letter_queue"]) + _messages(sqs, queues["dead_letter_queue"])
@@ -111,7 +129,11 @@ async def test_retryable_failures_retry_then_fail_for_good(
     queues["sqs"].send_message(QueueUrl=queues["jobs_queue"], MessageBody=Job("test.flaky", {"n": "1"}).encode())
 
     # The message redrives after 2 receives, so allow the worker only 2 tries before it gives up itself.
-    await _run_for(_worker(queues, worker_max_tries=2), 5)
+    await _run_until(
+        _worker(queues, worker_max_tries=2),
+        lambda: bool(failures) and _queue_depth(queues["sqs"], queues["jobs_queue"]) == 0,
+        "the job to fail for good and leave its queue",
+    )
 
     assert attempts == ["1", "1"]
     assert len(failures) == 1 and "gave up after 2 attempts" in failures[0]
@@ -187,19 +209,11 @@ def _host_worker(job_queues: dict[str, Any], host_id: str, **overrides: Any) -> 
 
 
 async def _eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 60) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
+    await wait_until_async(check, timeout=timeout, interval=0.2, message=f"timed out waiting for {what}")
 
 
 def _queue_is_empty(sqs: Any, url: str) -> bool:
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-    )["Attributes"]
-    return (
-        attributes["ApproximateNumberOfMessages"] == "0" and attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
-    )
+    return _queue_depth(sqs, url) == 0
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ class HttpBackend:
     open_connections: int = 0
     in_flight: int = 0
     health_status: int = 200
+    health_checks: int = 0  # GET /healthz answered
     delay: float = 0.0  # added to every answer
     paths: list[str] = field(default_factory=list)
     server: asyncio.Server | None = None
@@ -90,6 +91,7 @@ class HttpBackend:
                 body += chunk[:-2]
         path, _, query = target.partition("?")
         if path == "/healthz":
+            self.health_checks += 1
             writer.write(b"HTTP/1.1 %d X\r\nContent-Length: 0\r\n\r\n" % self.health_status)
             await writer.drain()
             return True
@@ -196,10 +198,3 @@ async def running_lb(
         yield runtime, source
     finally:
         await runtime.stop()
-
-
-async def wait_until(predicate: Any, timeout: float = 5.0) -> None:
-    """Poll ``predicate`` until true; fail the test after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)

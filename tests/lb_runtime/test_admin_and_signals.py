@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.lb_runtime.support import free_port, listener, running_lb, wait_until
+from tests.lb_runtime.support import free_port, listener, running_lb
+from tests.support.waiting import wait_until_async
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,28 +81,30 @@ async def test_sigterm_finishes_in_flight_requests_and_exits_0(http_backends, tm
     )
     try:
         async with httpx.AsyncClient() as admin:
-            async with asyncio.timeout(20):
-                while True:
-                    try:
-                        if (await admin.get(f"http://127.0.0.1:{admin_port}/healthz")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        await asyncio.sleep(0.1)
+
+            async def healthy() -> bool:
+                return (await admin.get(f"http://127.0.0.1:{admin_port}/healthz")).status_code == 200
+
+            await wait_until_async(
+                healthy, timeout=20, interval=0.1, ignoring=(httpx.TransportError,), message="lb-runtime did not start"
+            )
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             assert (await client.get("/")).status_code == 200
             in_flight = asyncio.create_task(client.get("/slow?s=1"))
-            await wait_until(lambda: backend.in_flight == 1)
+            await wait_until_async(lambda: backend.in_flight == 1)
             # WHEN SIGTERM arrives
             process.send_signal(signum)
+
             # THEN new connections are refused soon, the request in flight completes, and the exit code is 0
-            async with asyncio.timeout(5):
-                while True:
-                    try:
-                        _, writer = await asyncio.open_connection("127.0.0.1", port)
-                        writer.close()
-                        await asyncio.sleep(0.05)
-                    except OSError:
-                        break
+            async def refused() -> bool:
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                except OSError:
+                    return True
+                writer.close()
+                return False
+
+            await wait_until_async(refused, timeout=5, message="the listener still accepts after SIGTERM")
             answer = await in_flight
             assert answer.status_code == 200
             assert answer.text == "a"

@@ -8,6 +8,7 @@ from collections import Counter
 import httpx
 
 from tests.lb_runtime.support import free_port, listener, running_lb
+from tests.support.waiting import wait_until_async
 
 
 async def _spread(url: str, requests: int) -> Counter[str]:
@@ -89,14 +90,14 @@ async def test_active_health_check_keeps_traffic_off_a_failing_instance(http_bac
         assert await _spread(url, 20) == {"good": 20}
         # WHEN the bad one recovers (two passing checks, the default threshold)
         bad.health_status = 200
-        async with asyncio.timeout(5):
-            while not all(b.healthy for b in state.balancer.backends):
-                await asyncio.sleep(0.05)
+        await wait_until_async(
+            lambda: all(b.healthy for b in state.balancer.backends), message="the bad instance did not recover"
+        )
         # THEN it takes traffic again
         assert await _spread(url, 20) == {"good": 10, "bad": 10}
 
 
 async def _wait_probed(state) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(5):
-        while not all(b.probed for b in state.balancer.backends):
-            await asyncio.sleep(0.02)
+    await wait_until_async(
+        lambda: all(b.probed for b in state.balancer.backends), interval=0.02, message="not every instance was probed"
+    )

@@ -10,6 +10,7 @@ import re
 import httpx
 
 from tests.lb_runtime.support import free_port, listener, running_lb
+from tests.support.waiting import wait_until_async
 
 
 async def test_keep_alive_reuses_one_upstream_connection(http_backends) -> None:
@@ -224,7 +225,8 @@ async def test_max_connections_refuses_the_excess(http_backends) -> None:
     async with running_lb({"listeners": [listener("web", [backend.instance])]}, max_connections=2) as (runtime, _):
         port = runtime.listener_port("web")
         held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
-        await asyncio.sleep(0.05)
+        state = runtime.listeners["web"]
+        await wait_until_async(lambda: len(state.connections) == 2, message="the proxy did not accept both")
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         refused = await reader.read()
         writer.close()

@@ -10,11 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 from lb_runtime import JsonFileSnapshotSource, LbRuntime, LbSettings, RouteTableError, build_route_table
-from lb_runtime.backends import Backend, Balancer
+from lb_runtime.hot_path import HotPathBuild
 from lb_runtime.route_table import diff_tables
 from lb_runtime.snapshot import Instance
 
-from tests.lb_runtime.support import free_port, listener, running_lb, wait_until
+from tests.lb_runtime.support import free_port, listener, running_lb
+from tests.support.waiting import wait_until_async
 
 
 @pytest.mark.parametrize(
@@ -64,12 +65,12 @@ def test_table_diff_names_what_changed() -> None:
     assert diff.summary() == {"added": ["new"], "removed": ["gone"], "rebound": ["moved"], "changed": ["edited"]}
 
 
-def test_smooth_weighted_interleaves_like_nginx() -> None:
+def test_smooth_weighted_interleaves_like_nginx(hot_path: HotPathBuild) -> None:
     backends = [
-        Backend("l", Instance(id=name, address="h", port=1, weight=w), checked=False)
+        hot_path.backend("l", Instance(id=name, address="h", port=1, weight=w), checked=False)
         for name, w in (("a", 5), ("b", 1), ("c", 1))
     ]
-    balancer = Balancer("weighted", backends)
+    balancer = hot_path.balancer("weighted", backends)
     picks = []
     for _ in range(7):
         backend = balancer.pick()
@@ -115,7 +116,7 @@ async def test_listeners_bind_and_unbind_live(http_backends) -> None:
         async with httpx.AsyncClient(base_url=first_url) as client:
             # a slow request in flight on the first listener while a second one is added
             in_flight = asyncio.create_task(client.get("/slow?s=0.5"))
-            await wait_until(lambda: a.in_flight == 1)
+            await wait_until_async(lambda: a.in_flight == 1)
             second = listener("second", [b.instance], port=free_port())
             source.set({"listeners": [first, second]})
             assert await runtime.refresh()
@@ -156,7 +157,7 @@ async def test_removed_instance_is_drained(http_backends) -> None:
         url = f"http://127.0.0.1:{runtime.listener_port('web')}"
         async with httpx.AsyncClient(base_url=url) as slow_client, httpx.AsyncClient(base_url=url) as client:
             in_flight = asyncio.create_task(slow_client.get("/slow?s=0.5"))
-            await wait_until(lambda: a.in_flight == 1)
+            await wait_until_async(lambda: a.in_flight == 1)
             # WHEN "a" leaves the snapshot
             source.set({"listeners": [web | {"instances": [b.instance]}]})
             assert await runtime.refresh()
@@ -167,7 +168,7 @@ async def test_removed_instance_is_drained(http_backends) -> None:
             assert (answer.status_code, answer.headers["x-backend"]) == (200, "a")
             assert a.requests == 1
             # and the drained instance's upstream connection is closed rather than pooled
-            await wait_until(lambda: a.open_connections == 0)
+            await wait_until_async(lambda: a.open_connections == 0)
 
 
 async def test_the_same_snapshot_again_is_not_a_swap(http_backends) -> None:

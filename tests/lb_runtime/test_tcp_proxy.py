@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.lb_runtime.support import TcpEchoBackend, free_port, listener, running_lb, wait_until
+from tests.lb_runtime.support import TcpEchoBackend, free_port, listener, running_lb
+from tests.support.waiting import wait_until_async
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ async def test_tcp_echoes_bytes_and_passes_half_close(echo: TcpEchoBackend) -> N
         assert tail == b"total=%d" % len(payload)
         writer.close()
         state = runtime.listeners["raw"]
-        await wait_until(lambda: not state.connections and echo.open_connections == 0)
+        await wait_until_async(lambda: not state.connections and echo.open_connections == 0)
 
 
 async def test_tcp_probe_connection_does_not_leak(echo: TcpEchoBackend) -> None:
@@ -48,7 +49,7 @@ async def test_tcp_probe_connection_does_not_leak(echo: TcpEchoBackend) -> None:
             _, writer = await asyncio.open_connection("127.0.0.1", runtime.listener_port("raw"))
             writer.close()
         state = runtime.listeners["raw"]
-        await wait_until(lambda: not state.connections and echo.open_connections == 0)
+        await wait_until_async(lambda: not state.connections and echo.open_connections == 0)
         assert echo.connections <= 20
 
 
@@ -65,7 +66,7 @@ async def test_tcp_client_closed_when_the_instance_ends(echo: TcpEchoBackend) ->
             reader, writer = await asyncio.open_connection("127.0.0.1", runtime.listener_port("raw"))
             assert await asyncio.wait_for(reader.read(), 5) == b"bye"
             writer.close()
-            await wait_until(lambda: not runtime.listeners["raw"].connections)
+            await wait_until_async(lambda: not runtime.listeners["raw"].connections)
     finally:
         server.close()
 
@@ -94,7 +95,7 @@ async def test_tcp_health_check_keeps_a_dead_instance_out(echo: TcpEchoBackend) 
     snapshot = {"listeners": [listener("raw", [dead, _instance(echo)], protocol="tcp", health_check=check)]}
     async with running_lb(snapshot) as (runtime, _):
         state = runtime.listeners["raw"]
-        await wait_until(lambda: all(b.probed for b in state.balancer.backends))
+        await wait_until_async(lambda: all(b.probed for b in state.balancer.backends))
         # WHEN clients connect
         for _ in range(6):
             reader, writer = await asyncio.open_connection("127.0.0.1", runtime.listener_port("raw"))
