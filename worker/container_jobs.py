@@ -6,8 +6,12 @@ a second container. Jobs for one container run one at a time in this process, an
 (worker/reconciler.py) converges through the same code under the same lock, so the two never race.
 
 A container with a health check is ``running`` only once the worker's own check passes (the images are
-often FROM scratch, so nothing runs inside them): an HTTP GET on the container's address on the customer
+often FROM scratch, so nothing runs inside them): an HTTP GET on the container's address on its tenant's
 network (2xx and 3xx pass) or a TCP connect.
+
+Each container joins only its tenant's network on this host (worker.tenant_networks) with that network's
+gateway as its nameserver (the internal DNS, worker.internal_dns); the address it has there is recorded once
+it runs, for the internal DNS's answers.
 """
 
 from __future__ import annotations
@@ -19,13 +23,13 @@ import re
 import time
 import uuid
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
 
 from shared.errors import DependencyError
-from shared.host_ports import allocate_port, release_ports
+from shared.host_ports import PortOwnerKind, allocate_port, release_ports
 from shared.observability import get_logger, log_event
 from shared.secrets import SecretUnreadable, open_env
 from worker.container_runtime import (
@@ -36,13 +40,17 @@ from worker.container_runtime import (
     RuntimeFinal,
     RuntimeRetryable,
 )
-from worker.image_jobs import ImageJobContext, JobFailed, ensure_local_image
+from worker.context import JobContext
+from worker.image_jobs import JobFailed, ensure_local_image
 from worker.log_shipper import ship_container
+from worker.stats import sample_before_stop
+from worker.tenant_networks import LEGACY_CUSTOMER_NETWORK, is_tenant_network
 
 logger = get_logger("worker")
 
-CUSTOMER_NETWORK = "berth-customers"
-PORT_OWNER_KIND = "container"
+# The shared network of every customer container before tenant networks; a context without tenant networks
+# (some tests') still uses it, and the reconciler moves containers off it.
+CUSTOMER_NETWORK = LEGACY_CUSTOMER_NETWORK
 STOP_TIMEOUT_SECONDS = 10
 # The first health checks after a start come quickly, then slow down to the check's own interval.
 FIRST_CHECK_DELAY_SECONDS = 0.25
@@ -121,17 +129,20 @@ class HealthCheck:
 
 
 def container_address(state: dict[str, Any] | None) -> str | None:
-    """The container's IP address on the customer network (where the worker reaches it)."""
+    """The container's IP address on its tenant network (else on the legacy shared one): where the worker
+    reaches it, and what the internal DNS answers."""
     if state is None:
         return None
-    return (state.get("ip_addresses") or {}).get(CUSTOMER_NETWORK) or None
+    addresses = state.get("ip_addresses") or {}
+    tenant = [address for name, address in sorted(addresses.items()) if is_tenant_network(name) and address]
+    return tenant[0] if tenant else addresses.get(CUSTOMER_NETWORK) or None
 
 
 async def probe(check: HealthCheck, address: str | None) -> str | None:
     """Run the check once against ``address``; None when it passes, otherwise why it failed."""
     what = check.describe()
     if address is None:
-        return f"{what}: the container has no address on {CUSTOMER_NETWORK}"
+        return f"{what}: the container has no address on its network"
     if check.type == "http":
         try:
             # trust_env=False: the platform's own proxy settings must not route checks elsewhere.
@@ -166,12 +177,11 @@ def _connect_error(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-async def settle_after_start(context: ImageJobContext, row: dict[str, Any], docker_id: str) -> str:
+async def settle_after_start(context: JobContext, row: dict[str, Any], docker_id: str) -> str:
     """Record the status of a container just started: ``running`` (at once without a health check, else once
     a check passes), ``unhealthy`` when none passes within the check's window, or failed/stopped when it
     exited meanwhile. Returns the status recorded (or the one that was meant, when the wish changed)."""
     store = context.containers
-    assert store is not None
     container_id, desired = str(row["id"]), row["desired_state"]
     check = HealthCheck.of(row)
     # Within a job, leave time to record the outcome before the job's own timeout.
@@ -189,6 +199,8 @@ async def settle_after_start(context: ImageJobContext, row: dict[str, Any], dock
             )
             log_event(logger, "container exited while starting", container_id=container_id, reason=reason)
             return status
+        if state.get("status") == "running":
+            await store.set_network_address(container_id, container_address(state))
         if check is None:
             await store.set_status(container_id, desired, "running")
             log_event(logger, "container running", container_id=container_id, docker_id=docker_id)
@@ -211,7 +223,7 @@ async def settle_after_start(context: ImageJobContext, row: dict[str, Any], dock
 # ------------------------------------------------------------------------------------------ converging
 
 
-async def find_container(context: ImageJobContext, row: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
+async def find_container(context: JobContext, row: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
     """The Docker container of the record (by its recorded id, else by its label) and its state."""
     runtime = context.runtime
     if row["docker_id"]:
@@ -225,7 +237,7 @@ async def find_container(context: ImageJobContext, row: dict[str, Any]) -> tuple
     return None, None
 
 
-def _spec(context: ImageJobContext, row: dict[str, Any], reference: str) -> ContainerSpec:
+def _spec(context: JobContext, row: dict[str, Any], reference: str) -> ContainerSpec:
     try:
         secret_env = open_env(context.settings, row.get("secret_env"))
     except SecretUnreadable as exc:
@@ -254,7 +266,20 @@ def _spec(context: ImageJobContext, row: dict[str, Any], reference: str) -> Cont
     )
 
 
-async def _leave_traffic(context: ImageJobContext, container_id: str) -> None:
+async def _create_on_network(context: JobContext, row: dict[str, Any], spec: ContainerSpec) -> str:
+    """Create the container on its tenant's network (made when missing, under the tenant's lock so it is not
+    collected meanwhile), with the network's internal DNS as its nameserver; on the legacy shared network
+    when this worker has no tenant networks."""
+    if context.networks is None:
+        await context.runtime.ensure_network(CUSTOMER_NETWORK)
+        return await context.runtime.create_container(spec)
+    owner_id = uuid.UUID(str(row["owner_id"]))
+    async with context.networks.lock(owner_id):
+        network = await context.networks.ensure(owner_id)
+        return await context.runtime.create_container(replace(spec, network=network.name, dns=[str(network.gateway)]))
+
+
+async def _leave_traffic(context: JobContext, container_id: str) -> None:
     """Take a running container out of the registry, then give lb-runtime (which watches it) time to send
     new requests elsewhere while those in flight finish: a stop or delete drops no request."""
     if context.registry_sync is None:
@@ -267,7 +292,7 @@ async def _leave_traffic(context: ImageJobContext, container_id: str) -> None:
     await asyncio.sleep(context.settings.worker_stop_drain_seconds)
 
 
-async def _ship_final_logs(context: ImageJobContext, container_id: str, docker_id: str) -> None:
+async def _ship_final_logs(context: JobContext, container_id: str, docker_id: str) -> None:
     """Keep the container's last log lines before Docker forgets them; never blocks the removal."""
     if context.logs is None:
         return
@@ -277,19 +302,17 @@ async def _ship_final_logs(context: ImageJobContext, container_id: str, docker_i
         log_event(logger, "final log shipment failed", container_id=container_id, error=str(exc))
 
 
-async def reconcile_container(context: ImageJobContext, payload: dict[str, Any]) -> None:
+async def reconcile_container(context: JobContext, payload: dict[str, Any]) -> None:
     container_id = str(payload.get("container_id") or "")
     async with container_lock(container_id):
         await converge_locked(context, container_id, restart=bool(payload.get("restart")))
 
 
 async def converge_locked(
-    context: ImageJobContext, container_id: str, *, restart: bool = False, port_moves: int = 0
+    context: JobContext, container_id: str, *, restart: bool = False, port_moves: int = 0
 ) -> None:
     """Make Docker match the record's desired state; the caller holds ``container_lock(container_id)``."""
     store = context.containers
-    if store is None:
-        raise JobFailed("this worker has no container store")
     row = await store.get(container_id)
     if row is None:
         log_event(logger, "container job skipped: no such container", container_id=container_id)
@@ -309,11 +332,14 @@ async def converge_locked(
     if desired == "deleted":
         if docker_id is not None:
             if running:
+                # Stopping first, as a stop does: the registry sync registers only running containers, so it
+                # cannot put the container back into traffic while it drains.
+                await store.set_status(container_id, desired, "stopping")
                 await _leave_traffic(context, container_id)
+                await _final_sample(context, container_id, docker_id)
             await _ship_final_logs(context, container_id, docker_id)
             await runtime.remove_container(docker_id)
-        if context.hosts is not None:
-            await release_ports(context.hosts, PORT_OWNER_KIND, uuid.UUID(container_id))
+        await release_ports(context.hosts, PortOwnerKind.CONTAINER, uuid.UUID(container_id))
         await store.set_docker_id(container_id, None)
         await store.set_status(container_id, "deleted", "deleted")
         log_event(logger, "container deleted", container_id=container_id)
@@ -324,8 +350,12 @@ async def converge_locked(
             if not await store.set_status(container_id, desired, "stopping"):
                 return
             await _leave_traffic(context, container_id)
+            await _final_sample(context, container_id, docker_id)
             await runtime.stop_container(docker_id, STOP_TIMEOUT_SECONDS)
-        await store.set_status(container_id, desired, "stopped")
+        if await store.set_status(container_id, desired, "stopped") and running and docker_id is not None:
+            stopped_state = await runtime.container_state(docker_id)
+            if stopped_state is not None and stopped_state.get("finished_at") is not None:
+                await store.stamp_stop(container_id, stopped_state["finished_at"])
         log_event(logger, "container stopped", container_id=container_id)
         return
 
@@ -339,8 +369,7 @@ async def converge_locked(
         spec = _spec(context, row, await ensure_local_image(context, row))
         if not await store.set_status(container_id, desired, "creating"):
             return
-        await runtime.ensure_network(CUSTOMER_NETWORK)
-        docker_id = await runtime.create_container(spec)
+        docker_id = await _create_on_network(context, row, spec)
         running = False
     if docker_id != row["docker_id"]:
         await store.set_docker_id(container_id, docker_id)
@@ -348,25 +377,35 @@ async def converge_locked(
         if not await store.set_status(container_id, desired, "stopping"):
             return
         await _leave_traffic(context, container_id)
+        await _final_sample(context, container_id, docker_id)
         await runtime.stop_container(docker_id, STOP_TIMEOUT_SECONDS)
         running = False
     if running and row["status"] in ("running", "unhealthy"):
         # Already up and watched by the reconciler's health checks: nothing to change.
         return
     if not running:
-        if not await store.set_status(container_id, desired, "starting"):
-            return
         try:
             await runtime.start_container(docker_id)
         except (RuntimeRetryable, RuntimeFinal) as exc:
             taken = taken_port(str(exc))
-            if taken is None or port_moves >= MAX_PORT_MOVES or context.hosts is None:
+            if taken is None or port_moves >= MAX_PORT_MOVES:
                 raise
             # Something outside Berth holds the port: give the container another one and create it again.
             await _move_off_port(context, row, docker_id, taken)
             await converge_locked(context, container_id, restart=False, port_moves=port_moves + 1)
             return
+        # Recorded once Docker has started it, not before: metering bills a replica from its ``starting``
+        # event, so the event must not precede the start (Docker's network setup takes a few hundred ms).
+        # When the wish changed meanwhile, the job that changed it stops the container again.
+        if not await store.set_status(container_id, desired, "starting"):
+            return
     await settle_after_start(context, row, docker_id)
+
+
+async def _final_sample(context: JobContext, container_id: str, docker_id: str) -> None:
+    """The container's counters just before it stops, so its CPU and egress are metered to the end."""
+    if context.stats is not None:
+        await sample_before_stop(context.stats, context.runtime, container_id, docker_id)
 
 
 def taken_port(error: str) -> int | None:
@@ -375,23 +414,25 @@ def taken_port(error: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-async def _move_off_port(context: ImageJobContext, row: dict[str, Any], docker_id: str, taken: int) -> None:
-    assert context.containers is not None and context.hosts is not None
+async def _move_off_port(context: JobContext, row: dict[str, Any], docker_id: str, taken: int) -> None:
     container_id = str(row["id"])
     owner = uuid.UUID(container_id)
     ports = [dict(port) for port in row["ports"] or []]
     for port in ports:
         if port.get("host_port") == taken:
             port["host_port"] = await allocate_port(
-                context.hosts, context.settings.host_id, PORT_OWNER_KIND, owner, context.settings.host_port_range
+                context.hosts,
+                context.settings.host_id,
+                PortOwnerKind.CONTAINER,
+                owner,
+                context.settings.host_port_range,
             )
     await context.runtime.remove_container(docker_id)
     await context.containers.set_docker_id(container_id, None)
     await context.containers.set_ports(container_id, ports)
-    await context.hosts.release_port(context.settings.host_id, taken, PORT_OWNER_KIND, owner)
+    await context.hosts.release_port(context.settings.host_id, taken, PortOwnerKind.CONTAINER, owner)
     log_event(logger, "host port taken outside Berth; moved to another", container_id=container_id, port=taken)
 
 
-async def fail_container(context: ImageJobContext, payload: dict[str, Any], reason: str) -> None:
-    if context.containers is not None:
-        await context.containers.fail(str(payload.get("container_id") or ""), reason)
+async def fail_container(context: JobContext, payload: dict[str, Any], reason: str) -> None:
+    await context.containers.fail(str(payload.get("container_id") or ""), reason)

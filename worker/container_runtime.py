@@ -8,18 +8,24 @@ trying again will not help).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import docker
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import LogConfig
 
+from shared.container_stats import StatField
+
 # Tenants' images live on hosts as <namespace>/<owner id>/<name>:<tag>, so no two tenants can collide.
 PLATFORM_NAMESPACE = "berth"
+
+
+# The two output streams of a container, read apart so each line is known to come from its stream.
+LogStream = Literal["stdout", "stderr"]
 
 
 def image_repository(owner_id: str, name: str) -> str:
@@ -59,6 +65,8 @@ class ContainerSpec:
     cpu: float = 0.5
     memory_mb: int = 256
     pids_limit: int = 256
+    # Nameservers Docker's embedded resolver forwards to (the tenant network's internal DNS); none: the host's.
+    dns: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         missing = [key for key in (CONTAINER_ID_LABEL, OWNER_LABEL) if not self.labels.get(key)]
@@ -117,14 +125,22 @@ class ContainerRuntime(Protocol):
         is no such container."""
         ...
 
-    async def container_logs(
-        self, container_id: str, tail: int | None = None, since: datetime | None = None
-    ) -> list[dict[str, Any]]:
-        """The last ``tail`` log lines (since ``since``) as ``{ts, stream, text}``, oldest first."""
+    async def read_logs(
+        self,
+        container_id: str,
+        stream: LogStream,
+        consume: Callable[[Iterable[bytes]], None],
+        *,
+        since: float | None = None,
+        tail: int | None = None,
+    ) -> bool:
+        """Feed ``consume`` (in a thread) one stream's log entries, raw and each led by Docker's RFC 3339 time,
+        oldest first (the last ``tail``, after epoch second ``since``), stopping the read when it returns;
+        False when there is no such container."""
         ...
 
     async def container_stats(self, container_id: str) -> dict[str, float]:
-        """One sample of CPU, memory, network and block I/O use."""
+        """One sample of CPU, memory, network and block I/O use, by ``StatField``."""
         ...
 
     async def container_sizes(self, container_ids: Sequence[str]) -> dict[str, int]:
@@ -159,11 +175,6 @@ class DockerRuntime:
             if base_url
             else docker.from_env(timeout=int(timeout))
         )
-
-    @property
-    def docker_api(self) -> Any:
-        """The low-level Docker API client, for readers that need Docker's raw streams (log shipping)."""
-        return self._client.api
 
     async def _run(self, action: str, call: Any, *args: Any, **kwargs: Any) -> Any:
         return await self._run_within(self._timeout, action, call, *args, **kwargs)
@@ -276,6 +287,7 @@ class DockerRuntime:
             log_config=LogConfig(type=LogConfig.types.JSON, config={"max-size": "10m", "max-file": "3"}),
             init=True,  # reaps zombies and forwards signals for images whose process does not
             network_mode=spec.network,
+            dns=list(spec.dns) or None,
         )
         try:
             created = await self._run(
@@ -353,33 +365,44 @@ class DockerRuntime:
             },
         }
 
-    async def container_logs(
-        self, container_id: str, tail: int | None = None, since: datetime | None = None
-    ) -> list[dict[str, Any]]:
-        """The last ``tail`` log lines (since ``since``) as ``{ts, stream, text}``, oldest first."""
+    async def read_logs(
+        self,
+        container_id: str,
+        stream: LogStream,
+        consume: Callable[[Iterable[bytes]], None],
+        *,
+        since: float | None = None,
+        tail: int | None = None,
+    ) -> bool:
+        """Feed ``consume`` (in a thread) one stream's log entries, raw and each led by Docker's RFC 3339 time,
+        oldest first (the last ``tail``, after epoch second ``since``), stopping the read when it returns;
+        False when there is no such container."""
 
-        def read(stdout: bool) -> bytes:
-            output: bytes = self._client.api.logs(
-                container_id,
-                stdout=stdout,
-                stderr=not stdout,
-                timestamps=True,
-                tail="all" if tail is None else tail,
-                since=since.timestamp() if since is not None else None,
-            )
-            return output
+        def read() -> bool:
+            try:
+                entries = self._client.api.logs(
+                    container_id,
+                    stdout=stream == "stdout",
+                    stderr=stream == "stderr",
+                    timestamps=True,
+                    stream=True,
+                    follow=False,
+                    tail="all" if tail is None else tail,
+                    since=since,
+                )
+                try:
+                    consume(entries)  # one frame per log entry (a long line's 16 KiB pieces each count)
+                finally:
+                    entries.close()  # a consumer that stopped early leaves the rest of the log unread
+            except NotFound:
+                return False
+            return True
 
-        # One request per stream, so each line is known to come from that stream (the SDK would otherwise
-        # concatenate the demultiplexed frames); the two are merged by their timestamps.
-        stdout = await self._run("read the container's logs", read, True)
-        stderr = await self._run("read the container's logs", read, False)
-        lines = _log_lines(stdout, "stdout") + _log_lines(stderr, "stderr")
-        lines.sort(key=lambda line: line["ts"])  # stable: lines with equal times keep their order
-        # Docker applied tail to each stream; the merged list keeps only the newest lines overall.
-        return lines if tail is None else lines[max(len(lines) - tail, 0) :]
+        found: bool = await self._run("read the container's logs", read)
+        return found
 
     async def container_stats(self, container_id: str) -> dict[str, float]:
-        """One sample of CPU, memory, network and block I/O use."""
+        """One sample of CPU, memory, network and block I/O use, by ``StatField``."""
         # stream=False (not one_shot) lets Docker take two readings, so the CPU delta has something to compare.
         raw = await self._run("read the container's stats", self._client.api.stats, container_id, stream=False)
         return _stats_summary(raw)
@@ -425,16 +448,6 @@ def _docker_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(whole + fraction + zone).astimezone(UTC)
 
 
-def _log_lines(output: bytes, stream: str) -> list[dict[str, Any]]:
-    lines = []
-    for raw in output.decode("utf-8", errors="replace").splitlines():
-        stamp, _, text = raw.partition(" ")
-        ts = _docker_time(stamp)
-        if ts is not None:
-            lines.append({"ts": ts, "stream": stream, "text": text})
-    return lines
-
-
 def _stats_summary(raw: dict[str, Any]) -> dict[str, float]:
     cpu, precpu = raw.get("cpu_stats") or {}, raw.get("precpu_stats") or {}
     cpu_delta = (cpu.get("cpu_usage") or {}).get("total_usage", 0) - (precpu.get("cpu_usage") or {}).get(
@@ -455,11 +468,16 @@ def _stats_summary(raw: dict[str, Any]) -> dict[str, float]:
     networks = (raw.get("networks") or {}).values()
     blkio = (raw.get("blkio_stats") or {}).get("io_service_bytes_recursive") or []
     return {
-        "cpu_percent": round(cpu_percent, 3),
-        "memory_bytes": memory_bytes,
-        "memory_limit_bytes": memory.get("limit", 0),
-        "net_rx_bytes": sum(network.get("rx_bytes", 0) for network in networks),
-        "net_tx_bytes": sum(network.get("tx_bytes", 0) for network in networks),
-        "block_read_bytes": sum(entry.get("value", 0) for entry in blkio if entry.get("op", "").lower() == "read"),
-        "block_write_bytes": sum(entry.get("value", 0) for entry in blkio if entry.get("op", "").lower() == "write"),
+        StatField.CPU_PERCENT: round(cpu_percent, 3),
+        StatField.CPU_USAGE_NS: (cpu.get("cpu_usage") or {}).get("total_usage", 0),
+        StatField.MEMORY_BYTES: memory_bytes,
+        StatField.MEMORY_LIMIT_BYTES: memory.get("limit", 0),
+        StatField.NET_RX_BYTES: sum(network.get("rx_bytes", 0) for network in networks),
+        StatField.NET_TX_BYTES: sum(network.get("tx_bytes", 0) for network in networks),
+        StatField.BLOCK_READ_BYTES: sum(
+            entry.get("value", 0) for entry in blkio if entry.get("op", "").lower() == "read"
+        ),
+        StatField.BLOCK_WRITE_BYTES: sum(
+            entry.get("value", 0) for entry in blkio if entry.get("op", "").lower() == "write"
+        ),
     }

@@ -10,6 +10,8 @@ of this host's containers with what Docker runs, and repairs what no job will.
 - Lost jobs: a container removed outside Berth is created again, a stopped one still running is stopped,
   a deleted one still there is removed, and a status stuck in pending/creating/starting/stopping for
   ``STUCK_AFTER_INTERVALS`` intervals is converged, all through the job's own code under its lock.
+- Migration: a running container still on the legacy shared network moves to its tenant's network
+  (worker.network_migration), keeping its host ports and registry entry.
 - Orphans: containers labelled with this cluster whose record is missing, deleted, on another host, or
   that duplicate the record's own container are removed once seen for ``worker_orphan_grace_seconds``.
 
@@ -21,7 +23,6 @@ Stopping the reconciler leaves every customer container as it is.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import time
 from dataclasses import dataclass, field
@@ -42,7 +43,10 @@ from worker.container_jobs import (
 )
 from worker.container_runtime import CLUSTER_LABEL, CONTAINER_ID_LABEL, RuntimeFinal, RuntimeRetryable
 from worker.container_store import WorkerContainerStore
-from worker.image_jobs import ImageJobContext, JobFailed, JobRetry
+from worker.context import JobContext
+from worker.image_jobs import JobFailed, JobRetry
+from worker.network_migration import move_to_tenant_network, on_legacy_network
+from worker.periodic import PeriodicTask
 from worker.settings import WorkerSettings
 
 logger = get_logger("worker")
@@ -136,7 +140,7 @@ class _PlannedRestart:
 
 @dataclass
 class Reconciler:
-    context: ImageJobContext
+    context: JobContext
     settings: WorkerSettings
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _health: dict[str, _Health] = field(default_factory=dict)
@@ -148,7 +152,6 @@ class Reconciler:
 
     @property
     def store(self) -> WorkerContainerStore:
-        assert self.context.containers is not None
         return self.context.containers
 
     @property
@@ -214,7 +217,7 @@ class Reconciler:
         row = await self.store.get(container_id)
         if row is None or row["host_id"] != self.settings.host_id:
             return None
-        _, state = await find_container(self.context, row)
+        docker_id, state = await find_container(self.context, row)
         action = decide(row, None if state is None else state.get("status"), self.stuck_after_seconds)
         if action is Action.CONVERGE:
             log_event(
@@ -231,6 +234,8 @@ class Reconciler:
             self._health.pop(container_id, None)
             return await self._plan_restart(row, state)
         elif action is Action.CHECK_HEALTH:
+            if self.context.networks is not None and docker_id is not None and on_legacy_network(state):
+                state = await move_to_tenant_network(self.context, row, docker_id)
             await self._check_health(row, state)
         return None
 
@@ -373,21 +378,14 @@ class Reconciler:
         return removed
 
 
-async def run_reconciler(context: ImageJobContext, settings: WorkerSettings, stopping: asyncio.Event) -> None:
-    """Reconcile every ``worker_reconcile_interval_seconds`` until ``stopping`` is set (or cancelled)."""
-    if context.containers is None:
-        return
+def reconciler_task(context: JobContext, settings: WorkerSettings) -> PeriodicTask:
+    """Reconciling every ``worker_reconcile_interval_seconds``; when the loop ends, tending stops."""
     reconciler = Reconciler(context, settings)
     log_event(logger, "reconciler started", interval_seconds=settings.worker_reconcile_interval_seconds)
-    try:
-        while not stopping.is_set():
-            try:
-                await reconciler.run_round()
-            except _PASSING_ERRORS as exc:
-                log_event(logger, "reconcile round failed; will retry", error=str(exc))
-            except Exception:
-                logger.exception("reconcile round crashed; will retry")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), settings.worker_reconcile_interval_seconds)
-    finally:
-        await reconciler.close()
+    return PeriodicTask(
+        "reconcile round",
+        settings.worker_reconcile_interval_seconds,
+        reconciler.run_round,
+        retry_on=_PASSING_ERRORS,
+        close=reconciler.close,
+    )

@@ -12,7 +12,6 @@ once, in case the worker died between a stop and its deregistration.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 import uuid
@@ -23,11 +22,13 @@ from shared.db import Database
 from shared.errors import DependencyError, NotFound
 from shared.observability import get_logger, log_event
 from shared.registry import CheckType, HealthCheck, HealthStatus, Instance, Namespace, ServiceRegistry
+from worker.periodic import PeriodicTask
 from worker.settings import WorkerSettings
 
 logger = get_logger("worker")
 
 REGISTERED_STATES = ("running", "unhealthy")
+MOVING_OUTPUT = "moving to its tenant network"
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class Wanted:
     def key(self) -> tuple[Any, ...]:
         """What, when it changes, needs a new registration (health alone is a report)."""
         i = self.instance
-        return (i.service, i.address, i.port, i.owner_id)
+        return (i.service, i.address, i.port, i.owner_id, tuple(sorted(i.meta.items())))
 
 
 class RegistrationStore:
@@ -47,13 +48,12 @@ class RegistrationStore:
 
     async def on_host(self, host_id: str) -> list[dict[str, Any]]:
         """The host's containers that are not deleted: what the registry should hold of them."""
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
-                "SELECT id, owner_id, coalesce(service, name) AS service, status, reason, ports FROM containers "
-                "WHERE host_id = %s AND status <> 'deleted' ORDER BY id",
-                (host_id,),
-            )
-            return await cursor.fetchall()
+        return await self._db.fetch_all(
+            "SELECT id, owner_id, name, coalesce(service, name) AS service, status, reason, ports, network_address "
+            "FROM containers "
+            "WHERE host_id = %s AND status <> 'deleted' ORDER BY id",
+            (host_id,),
+        )
 
 
 def instance_of(row: dict[str, Any], settings: WorkerSettings) -> Instance | None:
@@ -74,7 +74,15 @@ def instance_of(row: dict[str, Any], settings: WorkerSettings) -> Instance | Non
         port=int(first["host_port"]),
         status=HealthStatus.PASSING if healthy else HealthStatus.CRITICAL,
         output="" if healthy else (row["reason"] or "health check failing")[:500],
-        meta={"host_id": settings.host_id, "container_port": str(first["container_port"])},
+        # The internal DNS (worker.internal_dns) answers <service>.internal with the tenant-network address and
+        # <name>.<service>.internal with one replica; lb-runtime keeps to address:port (the published port).
+        meta={
+            "host_id": settings.host_id,
+            "region": settings.region,
+            "container_port": str(first["container_port"]),
+            **({"network_address": row["network_address"]} if row.get("network_address") else {}),
+            **({"container_name": row["name"]} if row.get("name") else {}),
+        },
         check=HealthCheck(
             type=CheckType.TTL,
             interval_seconds=ttl,
@@ -94,6 +102,9 @@ class RegistrySync:
         self._self: Instance | None = None
         self._self_written = False
         self._self_reported_at = 0.0
+        self._expired_at = 0.0
+        # Containers being moved between networks: registered as critical meanwhile, so traffic goes elsewhere.
+        self._moving: set[str] = set()
 
     def announce_worker(self, address: str, port: int) -> None:
         """Register this worker in internal-services (its metrics port) with the next rounds."""
@@ -139,10 +150,27 @@ class RegistrySync:
         self._reported_at.pop(container_id, None)
         await self.registry.deregister(Namespace.CLIENT_CONTAINERS, container_id)
 
+    async def set_moving(self, container_id: str, moving: bool) -> None:
+        """Mark a container as moving between networks (critical: no new traffic) or done moving; the next
+        round registers its new address."""
+        if moving:
+            self._moving.add(container_id)
+            with contextlib.suppress(NotFound):
+                await self.registry.report_health(
+                    Namespace.CLIENT_CONTAINERS, container_id, HealthStatus.CRITICAL, MOVING_OUTPUT
+                )
+        else:
+            self._moving.discard(container_id)
+            await self.sync_round()
+
     async def sync_round(self) -> dict[str, int]:
         await self._announce_self()
         rows = await self.store.on_host(self.settings.host_id)
         wanted = {str(row["id"]): instance for row in rows if (instance := instance_of(row, self.settings))}
+        for container_id in self._moving & set(wanted):
+            wanted[container_id] = wanted[container_id].model_copy(
+                update={"status": HealthStatus.CRITICAL, "output": MOVING_OUTPUT}
+            )
         counts = {"registered": 0, "reported": 0, "deregistered": 0}
         now = time.monotonic()
         refresh = max(self.settings.worker_registry_interval_seconds, 1.0)
@@ -174,24 +202,25 @@ class RegistrySync:
             counts["deregistered"] += 1
         return counts
 
+    async def sync_and_expire(self) -> None:
+        """A sync round, then (every half ``worker_registry_deregister_after_seconds``) an expiry of lapsed
+        instances, which every worker runs for the PostgreSQL registry's sake."""
+        counts = await self.sync_round()
+        if counts["registered"] or counts["deregistered"]:
+            log_event(logger, "registry synced", **counts)
+        deregister_after = self.settings.worker_registry_deregister_after_seconds
+        if time.monotonic() - self._expired_at >= deregister_after / 2:
+            expired = await self.registry.expire(deregister_after)
+            self._expired_at = time.monotonic()
+            if expired:
+                log_event(logger, "registry instances expired", count=len(expired))
 
-async def run_registry_sync(sync: RegistrySync, stopping: asyncio.Event) -> None:
-    """Sync every ``worker_registry_interval_seconds`` until ``stopping``; expire lapsed instances too."""
-    settings = sync.settings
-    last_expiry = 0.0
-    while not stopping.is_set():
-        try:
-            counts = await sync.sync_round()
-            if counts["registered"] or counts["deregistered"]:
-                log_event(logger, "registry synced", **counts)
-            if time.monotonic() - last_expiry >= settings.worker_registry_deregister_after_seconds / 2:
-                expired = await sync.registry.expire(settings.worker_registry_deregister_after_seconds)
-                last_expiry = time.monotonic()
-                if expired:
-                    log_event(logger, "registry instances expired", count=len(expired))
-        except (DependencyError, OSError) as exc:
-            log_event(logger, "registry sync failed; will retry", error=str(exc))
-        except Exception:
-            logger.exception("registry sync crashed; will retry")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), settings.worker_registry_interval_seconds)
+
+def registry_sync_task(sync: RegistrySync) -> PeriodicTask:
+    """Syncing (and expiring) every ``worker_registry_interval_seconds``; failures wait for the next round."""
+    return PeriodicTask(
+        "registry sync",
+        sync.settings.worker_registry_interval_seconds,
+        sync.sync_and_expire,
+        retry_on=(DependencyError, OSError),
+    )

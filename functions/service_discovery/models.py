@@ -25,11 +25,15 @@ class InstanceInfo(BaseModel):
     status: str
     output: str
     updated_at: datetime | None
+    region: str | None = None  # the region of the replica's host (its worker's BERTH_REGION)
 
 
 class Service(BaseModel):
     name: str
     namespace: str
+    # What the service's replicas are called on private networks: inside the owner's containers (the tenant
+    # network's internal DNS) for client-containers, from the platform's hosts for internal-services.
+    dns_name: str
     instances: list[InstanceInfo]
 
 

@@ -11,10 +11,16 @@ from shared.errors import NotFound
 from shared.identity import Principal
 from shared.registry import SERVICE_NAME, Instance, Namespace, ServiceRegistry
 
+INTERNAL_DNS_ZONE = "internal"
 DESCRIPTIONS = {
     Namespace.CLIENT_CONTAINERS: "Your containers, grouped by service name",
     Namespace.INTERNAL_SERVICES: "The platform's own services (host workers, lb-runtime)",
 }
+
+
+def dns_name(service: str) -> str:
+    """The service's internal DNS name (``<service>.internal``, answered by each host worker)."""
+    return f"{service}.{INTERNAL_DNS_ZONE}"
 
 
 def _visible(user: Principal) -> list[Namespace]:
@@ -44,6 +50,7 @@ def _instance(instance: Instance) -> InstanceInfo:
         status=instance.status.value,
         output=instance.output,
         updated_at=instance.updated_at,
+        region=instance.meta.get("region"),
     )
 
 
@@ -61,7 +68,14 @@ async def services(registry: ServiceRegistry, user: Principal, namespace_name: s
     items = []
     for summary in await registry.services(namespace, owner):
         found = await registry.instances(namespace, summary.name, owner)
-        items.append(Service(name=summary.name, namespace=namespace.value, instances=[_instance(i) for i in found]))
+        items.append(
+            Service(
+                name=summary.name,
+                namespace=namespace.value,
+                dns_name=dns_name(summary.name),
+                instances=[_instance(i) for i in found],
+            )
+        )
     return ServiceList(items=items)
 
 
@@ -70,4 +84,6 @@ async def service(registry: ServiceRegistry, user: Principal, namespace_name: st
     found = await registry.instances(namespace, name, _owner(user, namespace)) if SERVICE_NAME.match(name) else []
     if not found:
         raise NotFound(f"No service {name!r} in {namespace.value}; a service appears once one of its containers runs.")
-    return Service(name=name, namespace=namespace.value, instances=[_instance(i) for i in found])
+    return Service(
+        name=name, namespace=namespace.value, dns_name=dns_name(name), instances=[_instance(i) for i in found]
+    )
