@@ -1,4 +1,5 @@
-"""The ``berth`` command: run the local platform, its gateway, functions, migrations and key rotation."""
+"""The ``berth`` command: use the platform (login, images, containers, listeners, tokens, account) and
+run it (the local platform, its gateway, functions, worker, lb-runtime, migrations, key rotation, admin)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ FUNCTION_PORTS = {
     "containers": 3003,
     "load_balancer": 3004,
     "service_discovery": 3005,
+    "billing": 3006,
 }
 
 
@@ -72,17 +74,82 @@ def _cmd_lb(args: argparse.Namespace) -> int:
     return lb_main(args.lb_args)
 
 
-def _cmd_push(args: argparse.Namespace) -> int:
-    import os
+def _cmd_admin(args: argparse.Namespace) -> int:
+    from functions.auth.accounts import grant_admin
+    from shared.config import get_function_settings
+    from shared.errors import NotFound
+
+    try:
+        account = asyncio.run(grant_admin(get_function_settings(), args.email, "user" if args.revoke else "admin"))
+    except NotFound as exc:
+        print(f"berth admin: {exc.message}", file=sys.stderr)
+        return 5
+    print(f"{account.email} is now {account.role}; the role applies from their next sign-in")
+    return 0
+
+
+def _cmd_billing_finalize(args: argparse.Namespace) -> int:
+    from shared.billing.invoice_store import finalize_period
+    from shared.billing.invoices import parse_period
+    from shared.config import get_function_settings
+    from shared.db import get_database
+
+    try:
+        period = parse_period(args.period)
+    except ValueError as exc:
+        print(f"berth admin billing finalize: {exc}", file=sys.stderr)
+        return 2
+
+    async def finalize() -> list[str]:
+        settings = get_function_settings()
+        database = get_database(settings.database_url)
+        try:
+            return await finalize_period(database, period)
+        finally:
+            await database.close()
+
+    written = asyncio.run(finalize())
+    print(f"{period.label}: {len(written)} invoice(s) finalized")
+    for invoice_id in written:
+        print(invoice_id)
+    return 0
+
+
+def _cmd_dev_mail(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from shared.config import CoreSettings
+
+    with psycopg.connect(CoreSettings().database_url) as conn:
+        rows = conn.execute(
+            "SELECT created_at, recipient, subject, body FROM dev_outbox WHERE recipient LIKE %s "
+            "ORDER BY id DESC LIMIT %s",
+            (f"%{args.to or ''}%", args.limit),
+        ).fetchall()
+    for created_at, recipient, subject, body in rows:
+        print(f"--- {created_at:%Y-%m-%d %H:%M:%S} to {recipient}: {subject}\n{body}")
+    return 0
+
+
+def _cmd_completion(args: argparse.Namespace) -> int:
+    from cli.user.reference import bash_completion
+
+    print(bash_completion(build_parser()))
+    return 0
+
+
+def _cmd_docs(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from cli.image_push import push
+    from cli.user.reference import markdown_reference
 
-    token = args.token or os.environ.get("BERTH_TOKEN")
-    if not token:
-        print("berth push: pass --token or set BERTH_TOKEN to an access token (POST /api/auth/signin)", file=sys.stderr)
-        return 2
-    return push(args.api, token, Path(args.archive), args.name, args.tag, quiet=args.quiet)
+    text = markdown_reference(build_parser())
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -106,8 +173,11 @@ def _cmd_local(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from cli.user.commands import add_user_commands
+
     parser = argparse.ArgumentParser(prog="berth", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_user_commands(commands)
 
     commands.add_parser("migrate", help="create the database if needed and apply pending migrations").set_defaults(
         run=_cmd_migrate
@@ -144,15 +214,6 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("lb_args", nargs=argparse.REMAINDER, help="lb-runtime's own options (berth lb --help)")
     lb.set_defaults(run=_cmd_lb)
 
-    push = commands.add_parser("push", help="upload a `docker save` archive as an image and follow it to ready")
-    push.add_argument("archive", help="the archive (docker save IMAGE > FILE)")
-    push.add_argument("--name", required=True)
-    push.add_argument("--tag", default="latest")
-    push.add_argument("--api", default="http://127.0.0.1:8080", help="the gateway's URL")
-    push.add_argument("--token", default=None, help="access token (default: $BERTH_TOKEN)")
-    push.add_argument("--quiet", action="store_true", help="print only the image id on stdout (progress on stderr)")
-    push.set_defaults(run=_cmd_push)
-
     serve = commands.add_parser("serve", help="serve one function as a plain ASGI app, without the gateway")
     serve.add_argument("function", choices=sorted(FUNCTION_PORTS))
     serve.add_argument("--host", default="127.0.0.1")
@@ -167,12 +228,58 @@ def build_parser() -> argparse.ArgumentParser:
         "aws: run the local S3/SQS server in the foreground",
     )
     local.set_defaults(run=_cmd_local)
+
+    admin = commands.add_parser(
+        "admin",
+        help="server-side administration (uses the database directly, not the API)",
+        description="Server-side administration: run where BERTH_DATABASE_URL reaches the platform's database.",
+    )
+    admin_commands = admin.add_subparsers(dest="admin_command", required=True, metavar="COMMAND")
+    grant = admin_commands.add_parser("grant", help="give a user the admin role (from their next sign-in)")
+    grant.add_argument("email")
+    grant.add_argument("--revoke", action="store_true", help="take the admin role back instead")
+    grant.set_defaults(run=_cmd_admin)
+    billing = admin_commands.add_parser("billing", help="billing: finalize a period's invoices")
+    billing_commands = billing.add_subparsers(dest="billing_command", required=True, metavar="COMMAND")
+    finalize = billing_commands.add_parser(
+        "finalize",
+        help="finalize every tenant's invoice of a period now (adjustment invoices for usage added since)",
+        description="Finalize every tenant's usage invoice of PERIOD (a calendar month, UTC): its lines never "
+        "change afterwards; usage that reached the period after an earlier finalization is billed by an "
+        "adjustment invoice. Running it again writes nothing new unless usage grew.",
+    )
+    finalize.add_argument("period", metavar="PERIOD", help="the month, YYYY-MM")
+    finalize.set_defaults(run=_cmd_billing_finalize)
+
+    dev_mail = commands.add_parser(
+        "dev-mail", help="development: the mail the platform would have sent (the dev outbox table)"
+    )
+    dev_mail.add_argument("--to", help="only mail to addresses containing this")
+    dev_mail.add_argument("--limit", type=int, default=5)
+    dev_mail.set_defaults(run=_cmd_dev_mail)
+
+    completion = commands.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description="Print a bash completion script: `source <(berth completion bash)`, or save it to "
+        "/etc/bash_completion.d/berth.",
+    )
+    completion.add_argument("shell", choices=["bash"])
+    completion.set_defaults(run=_cmd_completion)
+
+    docs = commands.add_parser("docs", help="write the CLI reference (docs/cli.md) from this parser")
+    docs.add_argument("--output", "-o", default="docs/cli.md", help="where to write it ('-' for stdout)")
+    docs.set_defaults(run=_cmd_docs)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if hasattr(args, "run_user"):
+            from cli.user.commands import run_user_command
+
+            return run_user_command(args)
         return int(args.run(args))
     except KeyboardInterrupt:
         return 130

@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl
 
 from gateway.spec import LOCAL_ACCOUNT_ID, LOCAL_API_ID
 from shared.errors import BerthError
+from shared.rate_limit import GATEWAY_COUNTED_KEY
 
 _TEXT_TYPES = (
     "text/",
@@ -153,6 +154,7 @@ def build_event(
     claims: Mapping[str, str] | None = None,
     scopes: list[str] | None = None,
     now: float | None = None,
+    rate_limits_counted: bool = False,
 ) -> dict[str, Any]:
     """The payload 2.0 event API Gateway sends a Lambda function for this request."""
     now = time.time() if now is None else now
@@ -178,6 +180,9 @@ def build_event(
     }
     if claims is not None:
         request_context["authorizer"] = {"jwt": {"claims": dict(claims), "scopes": scopes}}
+    if rate_limits_counted:
+        # Only the gateway writes the request context: the functions trust this mark and count nothing.
+        request_context[GATEWAY_COUNTED_KEY] = True
     event: dict[str, Any] = {
         "version": "2.0",
         "routeKey": route_key,

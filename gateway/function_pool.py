@@ -257,15 +257,21 @@ class FunctionPool:
         self._closed = False
         self.cold_starts = 0
 
+    def set_environment(self, env: Mapping[str, str]) -> None:
+        """The environment of instances started from now on."""
+        self._env = env
+
     @property
     def pids(self) -> list[int]:
         return sorted(instance.pid for instance in self._live)
 
     async def invoke(self, event: dict[str, Any], *, request_id: str | None = None, time_limit: float) -> Any:
-        """Run ``event`` on an idle instance (or a new one) within ``time_limit`` seconds, waiting at
-        most that long for a free slot."""
+        """Run ``event`` on an idle instance (or a new one) within ``time_limit`` seconds in all: waiting for
+        a free slot, a cold start and the invocation share that one deadline, as API Gateway's integration
+        timeout covers a Lambda's init too (a cold start on a busy machine once made a call take 34 s)."""
         if self._closed:
             raise FunctionThrottled("The gateway is shutting down.")
+        deadline = time.monotonic() + time_limit
         if self._slots.locked():
             try:
                 await asyncio.wait_for(self._slots.acquire(), time_limit)
@@ -276,9 +282,14 @@ class FunctionPool:
         else:
             await self._slots.acquire()
         try:
-            instance = self._idle.pop() if self._idle else await self._cold_start()
+            instance = self._idle.pop() if self._idle else await self._cold_start(deadline)
             try:
-                return await instance.invoke(event, request_id=request_id or uuid.uuid4().hex, time_limit=time_limit)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise FunctionTimedOut(
+                        f"The {self.function.logical_id} function did not answer within {time_limit:g} s."
+                    )
+                return await instance.invoke(event, request_id=request_id or uuid.uuid4().hex, time_limit=remaining)
             finally:
                 if instance.alive and not self._closed:
                     self._idle.append(instance)
@@ -287,8 +298,19 @@ class FunctionPool:
         finally:
             self._slots.release()
 
-    async def _cold_start(self) -> FunctionInstance:
-        instance = await FunctionInstance.start(self.function, arn=self.arn, env=self._env)
+    async def _cold_start(self, deadline: float) -> FunctionInstance:
+        """A new instance, given until ``deadline`` (the request's) or the init limit, whichever comes first."""
+        remaining = deadline - time.monotonic()
+        try:
+            instance = await FunctionInstance.start(
+                self.function, arn=self.arn, env=self._env, init_timeout=max(0.0, min(INIT_TIMEOUT_SECONDS, remaining))
+            )
+        except FunctionStartFailed as exc:
+            if remaining < INIT_TIMEOUT_SECONDS and time.monotonic() >= deadline:
+                raise FunctionTimedOut(
+                    f"The {self.function.logical_id} function did not start within the request's time limit."
+                ) from exc
+            raise
         self.cold_starts += 1
         self._live.add(instance)
         log_event(

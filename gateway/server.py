@@ -10,6 +10,8 @@ process with a payload 2.0 event -> its answer, with ``apigw-requestid``, ``x-re
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 import time
 import uuid
@@ -32,6 +34,7 @@ from gateway.events import (
     stringify_claims,
 )
 from gateway.function_pool import FunctionPool
+from gateway.metrics import GatewayMetrics
 from gateway.rate_limit import Bucket, Decision, RateLimiter
 from gateway.routes import RouteTable
 from gateway.settings import GatewaySettings, get_gateway_settings
@@ -46,6 +49,7 @@ from gateway.spec import (
 from shared.cache import KeySpace, get_redis
 from shared.errors import BadRequest, BerthError, NotFound, PayloadTooLarge, Unauthorized, error_body
 from shared.observability import get_logger, log_event
+from shared.plan_rate_limits import get_plan_rate_limits
 
 logger = get_logger("gateway")
 JSON_CONTENT_TYPE = "application/json"
@@ -131,10 +135,22 @@ class Gateway:
         }
         self.keys = KeySpace(settings.redis_prefix)
         self.limiter: RateLimiter | None = None
+        self.metrics = GatewayMetrics(
+            settings.gateway_state_dir / f"function-metrics-{os.getpid()}",
+            lambda: {logical_id: pool.cold_starts for logical_id, pool in self.pools.items()},
+        )
+        # Function instances write their own request metrics where the gateway's /metrics reads them.
+        for pool in self.pools.values():
+            pool.set_environment({**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics.function_metrics_dir)})
 
     # --- lifecycle -------------------------------------------------------------------------------
 
     async def startup(self) -> None:
+        metrics_port = self.metrics.serve(self.settings.gateway_admin_address, self.settings.gateway_admin_port)
+        if metrics_port is not None:
+            log_event(
+                logger, "gateway metrics listening", address=self.settings.gateway_admin_address, port=metrics_port
+            )
         client = get_redis(self.settings.redis_url)
         self.limiter = RateLimiter(client, self.keys)
         try:
@@ -174,7 +190,7 @@ class Gateway:
             await send({"type": "websocket.close", "code": 1008})
 
     async def _serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request_id = uuid.uuid4().hex
+        request_id = _caller_request_id(scope["headers"]) or uuid.uuid4().hex
         raw_path_bytes = scope.get("raw_path")
         raw_path = raw_path_bytes.decode("latin-1") if raw_path_bytes else quote(scope["path"])
         client = scope.get("client")
@@ -221,6 +237,7 @@ class Gateway:
         )
         await send({"type": "http.response.body", "body": response.body})
         write_access_line(record.line(response.status, len(response.body)))
+        self.metrics.observe(record.route, record.function, response.status, time.perf_counter() - record.started)
 
     async def _respond(
         self,
@@ -250,7 +267,10 @@ class Gateway:
                 await self._enforce_limits(operation, record.ip, None, extra_headers)
                 raise
             record.user = str(claims.get("sub", "-"))
-        await self._enforce_limits(operation, record.ip, record.user if claims else None, extra_headers)
+        plan = str(claims.get("plan") or "") if claims else None
+        counted = await self._enforce_limits(
+            operation, record.ip, record.user if claims else None, extra_headers, plan=plan
+        )
 
         body = await read_body(receive, limit)
         event_headers = dict(headers)
@@ -274,6 +294,7 @@ class Gateway:
             protocol=f"HTTP/{scope.get('http_version', '1.1')}",
             claims=stringify_claims(claims) if claims is not None else None,
             scopes=scopes_of(claims) if claims is not None else None,
+            rate_limits_counted=counted,
         )
         result = await self.pools[operation.function].invoke(
             event, request_id=uuid.uuid4().hex, time_limit=self._timeout(operation)
@@ -288,20 +309,28 @@ class Gateway:
         return min(candidates)
 
     async def _enforce_limits(
-        self, operation: Operation, ip: str, user: str | None, extra_headers: dict[str, str]
-    ) -> None:
+        self, operation: Operation, ip: str, user: str | None, extra_headers: dict[str, str], plan: str | None = None
+    ) -> bool:
+        """Count the request against its buckets (429 past a limit); True when the gateway counted it, so
+        the function behind it does not count it again. The per-user limit is the caller's plan's figure
+        under the route's as ceiling (``shared.plan_rate_limits``)."""
+        if not self.settings.gateway_rate_limits:
+            return False
         buckets: list[Bucket] = []
         per_ip, per_user = operation.throttling.per_ip, operation.throttling.per_user
         if per_ip is not None:
             buckets.append(Bucket("ip", ip, per_ip.limit, per_ip.window_seconds, per_ip.scope))
         if per_user is not None and user is not None:
-            buckets.append(Bucket("user", user, per_user.limit, per_user.window_seconds, per_user.scope))
+            plans = get_plan_rate_limits(self.settings.database_url)
+            limit = await plans.per_user_limit(plan, per_user.limit, per_user.window_seconds)
+            buckets.append(Bucket("user", user, limit, per_user.window_seconds, per_user.scope))
         if not buckets:
-            return
+            return True  # the route has no limits: nothing for the function to count either
         assert self.limiter is not None, "startup() creates the limiter"
         decision: Decision = await self.limiter.hit(buckets)
         decision.raise_if_refused()
         extra_headers.update(decision.headers())
+        return True
 
     def _jwks_fetcher(self, authorizer: JwtAuthorizerSpec) -> Callable[[], Awaitable[dict[str, Any]]]:
         """Reads the issuer's JWKS by invoking the function behind its route, as the gateway's own
@@ -335,6 +364,8 @@ class Gateway:
                 path_parameters=match.path_parameters,
                 source_ip="127.0.0.1",
                 request_id=request_id,
+                # The gateway's own call: no client to count it against, so the function must not either.
+                rate_limits_counted=True,
             )
             try:
                 response = decode_response(
@@ -351,6 +382,19 @@ class Gateway:
             return document
 
         return fetch
+
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def _caller_request_id(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The caller's ``X-Request-Id`` when it is a safe token (kept through the function, its jobs and the
+    worker's log lines); None otherwise (the gateway makes one)."""
+    for name, value in headers:
+        if name.lower() == b"x-request-id":
+            text = value.decode("latin-1")
+            return text if _REQUEST_ID.match(text) else None
+    return None
 
 
 def _check_content_length(value: str | None, limit: int) -> None:
@@ -390,7 +434,10 @@ def describe(gateway: Gateway, url: str) -> str:
             if throttle
         }
     )
-    lines.append(f"  rate limits (Redis, fail closed): {'; '.join(policies) or 'none'}")
+    if settings.gateway_rate_limits:
+        lines.append(f"  rate limits (Redis, fail closed): {'; '.join(policies) or 'none'}")
+    else:
+        lines.append("  rate limits: off here (BERTH_GATEWAY_RATE_LIMITS=false); the functions count them")
     lines.append("  access log: one JSON line per request on stdout")
     return "\n".join(lines)
 

@@ -24,8 +24,13 @@ class GatewaySettings(FunctionSettings):
     gateway_rate_limit_per_ip: int | None = Field(default=None, ge=1)
     gateway_rate_limit_per_user: int | None = Field(default=None, ge=1)
     gateway_rate_limit_window_seconds: int | None = Field(default=None, ge=1)
+    # Off: the gateway counts nothing and leaves limiting to the functions (as on API Gateway).
+    gateway_rate_limits: bool = True
     gateway_tls: bool = False
     gateway_state_dir: Path = PROJECT_ROOT / ".berth"
+    # Prometheus /metrics of the gateway and its function instances (gateway.metrics); 0 turns it off.
+    gateway_admin_address: str = "127.0.0.1"
+    gateway_admin_port: int = Field(default=9182, ge=0, le=65535)
 
 
 @lru_cache

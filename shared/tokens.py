@@ -69,6 +69,49 @@ def issue_access_token(
     return jwt.encode(claims, private_key, algorithm=ALGORITHM, headers={"kid": kid})
 
 
+# Personal access tokens are access tokens too (the same authorizers verify them), with these extra claims:
+# ``tid`` (the token's row, checked on every use) and ``scope`` (space-separated: read, deploy).
+TOKEN_ID_CLAIM = "tid"  # noqa: S105 - a claim name
+SCOPE_CLAIM = "scope"
+
+
+def issue_personal_access_token(
+    private_key: rsa.RSAPrivateKey,
+    kid: str,
+    *,
+    issuer: str,
+    audience: str,
+    expires_at: int,
+    subject: str,
+    email: str,
+    plan: str,
+    token_id: str,
+    scopes: list[str],
+) -> str:
+    """A long-lived access token for scripts: a JWT with ``tid`` and ``scope`` and no admin role.
+
+    A bare JWT (no prefix), because API Gateway's JWT authorizer must parse it as one."""
+    now = int(time.time())
+    claims = {
+        "iss": issuer,
+        "aud": audience,
+        "sub": subject,
+        "iat": now,
+        "nbf": now,
+        "exp": expires_at,
+        "jti": uuid.uuid4().hex,
+        "email": email,
+        # A token never carries admin rights, whatever the user's role.
+        "role": "user",
+        "plan": plan,
+        "sid": f"pat:{token_id}",
+        TOKEN_ID_CLAIM: token_id,
+        SCOPE_CLAIM: " ".join(scopes),
+        "token_use": "access",
+    }
+    return jwt.encode(claims, private_key, algorithm=ALGORITHM, headers={"kid": kid})
+
+
 class KeySource(Protocol):
     async def public_keys(self, *, refresh: bool = False) -> dict[str, dict[str, Any]]:
         """The published public keys by kid; ``refresh`` asks for a fresh read instead of the cache."""

@@ -75,6 +75,8 @@ def child_environment(settings: LocalStackSettings) -> dict[str, str]:
     if "jwks_url" not in explicit:
         env["BERTH_JWKS_URL"] = settings.gateway_url + "/api/auth/.well-known/jwks.json"
     env.setdefault("BERTH_WORKER_WORK_DIR", str(settings.local_state_dir / "worker"))
+    # A developer's webhook receivers listen on this machine: allow private targets locally (docs/ALERTS.md).
+    env.setdefault("BERTH_ALERTS_ALLOW_PRIVATE_WEBHOOKS", "true")
     # lb-runtime serves its admin API where the load-balancer function looks for it.
     env.setdefault("BERTH_LB_ADMIN_ADDRESS", lb_admin_address(settings)[0])
     env.setdefault("BERTH_LB_ADMIN_PORT", str(lb_admin_address(settings)[1]))

@@ -20,7 +20,7 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from shared.config import FunctionSettings
-from shared.db import Database, get_database
+from shared.db import Database, Row, get_database
 
 # Serialises creating and rotating signing keys across every instance of the function.
 SIGNING_KEYS_LOCK_ID = 0x6265727468_01  # "berth" + 1
@@ -90,9 +90,6 @@ def _active(row: Row) -> ActiveSigningKey:
     return ActiveSigningKey(_signing_key(row), None if next_in is None else float(next_in))
 
 
-Row = dict[str, Any]
-
-
 async def _one(conn: AsyncConnection[Any], query: str, params: tuple[Any, ...] = ()) -> Row | None:
     # The pool's connections use psycopg's dict_row factory (shared.db).
     cursor = await conn.execute(query, params)
@@ -102,11 +99,6 @@ async def _one(conn: AsyncConnection[Any], query: str, params: tuple[Any, ...] =
 async def _all(conn: AsyncConnection[Any], query: str, params: tuple[Any, ...] = ()) -> list[Row]:
     cursor = await conn.execute(query, params)
     return cast(list[Row], await cursor.fetchall())
-
-
-async def _rowcount(conn: AsyncConnection[Any], query: str, params: tuple[Any, ...] = ()) -> int:
-    cursor = await conn.execute(query, params)
-    return cursor.rowcount
 
 
 _KEY_COLUMNS = "kid, private_key_encrypted, public_jwk, created_at, activates_at, retired_at"
@@ -121,6 +113,10 @@ _ACTIVE_KEY_QUERY = (
 )
 
 
+# Keys that signed personal access tokens still live: published (and kept) until those tokens expire.
+_LIVE_TOKEN_KIDS = "SELECT kid FROM api_tokens WHERE revoked_at IS NULL AND expires_at > now()"  # noqa: S105
+
+
 class AuthStore:
     """SQL for users, sessions, refresh tokens and signing keys over one connection pool."""
 
@@ -131,40 +127,34 @@ class AuthStore:
 
     async def create_user(self, email: str, password_hash: str) -> UserRecord | None:
         """Insert a user; None when the email is already taken."""
-        async with self._db.transaction() as conn:
-            row = await _one(
-                conn,
-                "INSERT INTO users (email, password_hash) VALUES (%s, %s) "
-                "ON CONFLICT (email) DO NOTHING RETURNING id, email, role, plan, password_hash",
-                (email, password_hash),
-            )
+        row = await self._db.fetch_one(
+            "INSERT INTO users (email, password_hash) VALUES (%s, %s) "
+            "ON CONFLICT (email) DO NOTHING RETURNING id, email, role, plan, password_hash",
+            (email, password_hash),
+        )
         return _user(row) if row else None
 
     async def user_by_email(self, email: str) -> UserRecord | None:
-        """The user with this (normalised) email, if any."""
-        async with self._db.transaction() as conn:
-            row = await _one(conn, "SELECT id, email, role, plan, password_hash FROM users WHERE email = %s", (email,))
+        """The active user with this (normalised) email, if any (disabled and deleted ones cannot sign in)."""
+        row = await self._db.fetch_one(
+            "SELECT id, email, role, plan, password_hash FROM users WHERE email = %s AND status = 'active'", (email,)
+        )
         return _user(row) if row else None
 
     async def user_by_id(self, user_id: str) -> UserRecord | None:
         """The user with this id, if any."""
-        async with self._db.transaction() as conn:
-            row = await _one(
-                conn, "SELECT id, email, role, plan, password_hash FROM users WHERE id = %s::uuid", (user_id,)
-            )
+        row = await self._db.fetch_one(
+            "SELECT id, email, role, plan, password_hash FROM users WHERE id = %s::uuid", (user_id,)
+        )
         return _user(row) if row else None
 
     async def replace_password_hash(self, user_id: str, old_hash: str, new_hash: str) -> bool:
         """Swap the hash for a rehashed one, unless the password changed meanwhile; True if swapped."""
-        async with self._db.transaction() as conn:
-            return (
-                await _rowcount(
-                    conn,
-                    "UPDATE users SET password_hash = %s WHERE id = %s::uuid AND password_hash = %s",
-                    (new_hash, user_id, old_hash),
-                )
-                == 1
-            )
+        changed = await self._db.execute(
+            "UPDATE users SET password_hash = %s WHERE id = %s::uuid AND password_hash = %s",
+            (new_hash, user_id, old_hash),
+        )
+        return changed == 1
 
     # --- sessions and refresh tokens ---------------------------------------------------------------
 
@@ -198,6 +188,7 @@ class AuthStore:
                 "UPDATE refresh_tokens t SET used_at = now() FROM auth_sessions s "
                 "WHERE t.token_hash = %s AND t.used_at IS NULL AND t.expires_at > now() "
                 "AND s.id = t.session_id AND s.revoked_at IS NULL AND s.expires_at > now() "
+                "AND EXISTS (SELECT 1 FROM users u WHERE u.id = s.user_id AND u.status = 'active') "
                 "RETURNING t.session_id, s.user_id, s.expires_at",
                 (presented_hash,),
             )
@@ -232,29 +223,23 @@ class AuthStore:
 
     async def revoke_session(self, session_id: str, reason: str) -> bool:
         """Mark the session revoked (its refresh tokens stop working); False if it already was."""
-        async with self._db.transaction() as conn:
-            return (
-                await _rowcount(
-                    conn,
-                    "UPDATE auth_sessions SET revoked_at = now(), revoked_reason = %s "
-                    "WHERE id = %s::uuid AND revoked_at IS NULL",
-                    (reason, session_id),
-                )
-                == 1
-            )
+        changed = await self._db.execute(
+            "UPDATE auth_sessions SET revoked_at = now(), revoked_reason = %s "
+            "WHERE id = %s::uuid AND revoked_at IS NULL",
+            (reason, session_id),
+        )
+        return changed == 1
 
     # --- signing keys ------------------------------------------------------------------------------
 
     async def active_signing_key(self) -> ActiveSigningKey | None:
         """The key that signs now (the newest whose ``activates_at`` has passed), None before the first."""
-        async with self._db.transaction() as conn:
-            row = await _one(conn, _ACTIVE_KEY_QUERY)
+        row = await self._db.fetch_one(_ACTIVE_KEY_QUERY)
         return _active(row) if row else None
 
     async def signing_key(self, kid: str) -> SigningKeyRecord | None:
         """The stored key ``kid``, whatever its state."""
-        async with self._db.transaction() as conn:
-            row = await _one(conn, f"SELECT {_KEY_COLUMNS} FROM signing_keys WHERE kid = %s", (kid,))
+        row = await self._db.fetch_one(f"SELECT {_KEY_COLUMNS} FROM signing_keys WHERE kid = %s", (kid,))
         return _signing_key(row) if row else None
 
     async def create_first_signing_key(
@@ -322,7 +307,8 @@ class AuthStore:
         rows = await _all(
             conn,
             "DELETE FROM signing_keys WHERE retired_at IS NOT NULL "
-            "AND retired_at < now() - make_interval(secs => %s) RETURNING kid",
+            "AND retired_at < now() - make_interval(secs => %s) "
+            f"AND kid NOT IN ({_LIVE_TOKEN_KIDS}) RETURNING kid",
             (retired_lifetime_seconds,),
         )
         return sorted(str(row["kid"]) for row in rows)
@@ -330,15 +316,14 @@ class AuthStore:
     async def published_signing_keys(self, retired_lifetime_seconds: int) -> list[SigningKeyRecord]:
         """Keys whose tokens may be live or soon will be: pending, signing and recently superseded, newest
         first. A key is published from its insertion, before it signs."""
-        async with self._db.transaction() as conn:
-            rows = await _all(
-                conn,
-                f"SELECT {_KEY_COLUMNS} FROM signing_keys "
-                "WHERE retired_at IS NULL "
-                "OR retired_at >= now() - make_interval(secs => %s) "
-                "ORDER BY created_at DESC, kid DESC",
-                (retired_lifetime_seconds,),
-            )
+        rows = await self._db.fetch_all(
+            f"SELECT {_KEY_COLUMNS} FROM signing_keys "
+            "WHERE retired_at IS NULL "
+            "OR retired_at >= now() - make_interval(secs => %s) "
+            f"OR kid IN ({_LIVE_TOKEN_KIDS}) "
+            "ORDER BY created_at DESC, kid DESC",
+            (retired_lifetime_seconds,),
+        )
         return [_signing_key(row) for row in rows]
 
 
