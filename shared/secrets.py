@@ -1,6 +1,8 @@
 """Secrets at rest: Fernet keys derived from ``BERTH_SECRET_KEY`` by HKDF-SHA256, one per purpose.
 
-A container's secret environment is stored as one Fernet token of its JSON object. Only the containers
+A container's secret environment is stored as one Fernet token of its JSON object, a TLS certificate's private
+key (load-balancer function, opened by lb-runtime) as another with its own derived key, an alert webhook's
+signing secret (alerts function, opened by the host worker to sign deliveries) as a third. Only the containers
 function (sealing on create) and the host worker (opening to start the container) ever hold the values;
 the API answers with their names alone, and nothing here logs them.
 """
@@ -52,3 +54,37 @@ def open_env(settings: AuthSettings, token: str | None) -> dict[str, str]:
     if not isinstance(env, dict):
         raise SecretUnreadable("the sealed secret environment is not an object")
     return {str(name): str(value) for name, value in env.items()}
+
+
+_TLS_KEY_SALT = b"berth tls private key"
+_TLS_KEY_INFO = b"berth tls private key encryption v1"
+
+
+def seal_private_key(settings: AuthSettings, key_pem: str) -> str:
+    """A certificate's PEM private key as one encrypted token (what the certificates table stores)."""
+    return derived_fernet(settings, _TLS_KEY_SALT, _TLS_KEY_INFO).encrypt(key_pem.encode()).decode()
+
+
+def open_private_key(settings: AuthSettings, token: str) -> str:
+    """The PEM private key sealed in ``token``; SecretUnreadable when it does not open."""
+    try:
+        return derived_fernet(settings, _TLS_KEY_SALT, _TLS_KEY_INFO).decrypt(token.encode()).decode()
+    except InvalidToken as exc:
+        raise SecretUnreadable("a certificate's private key cannot be decrypted with this BERTH_SECRET_KEY") from exc
+
+
+_WEBHOOK_SECRET_SALT = b"berth alert webhook secret"
+_WEBHOOK_SECRET_INFO = b"berth alert webhook secret encryption v1"
+
+
+def seal_webhook_secret(settings: AuthSettings, secret: str) -> str:
+    """An alert webhook's signing secret as one encrypted token (the alerts function seals, the worker opens)."""
+    return derived_fernet(settings, _WEBHOOK_SECRET_SALT, _WEBHOOK_SECRET_INFO).encrypt(secret.encode()).decode()
+
+
+def open_webhook_secret(settings: AuthSettings, token: str) -> str:
+    """The webhook secret sealed in ``token``; SecretUnreadable when it does not open."""
+    try:
+        return derived_fernet(settings, _WEBHOOK_SECRET_SALT, _WEBHOOK_SECRET_INFO).decrypt(token.encode()).decode()
+    except InvalidToken as exc:
+        raise SecretUnreadable("a webhook secret cannot be decrypted with this BERTH_SECRET_KEY") from exc

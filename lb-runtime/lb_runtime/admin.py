@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -26,6 +26,8 @@ class AdminServer:
         self._registry = registry
         self._health = health
         self._stats = stats
+        # Awaited before /metrics and /stats are answered (a supervisor gathers its workers' figures there).
+        self.refresh: Callable[[], Awaitable[None]] | None = None
         self.server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> int:
@@ -44,6 +46,8 @@ class AdminServer:
         try:
             async with asyncio.timeout(10):
                 head = await reader.readuntil(b"\r\n\r\n")
+                if self.refresh is not None and _target_path(head) in (b"/metrics", b"/stats"):
+                    await self.refresh()
             status, content_type, body = self._route(head)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
             writer.close()
@@ -76,6 +80,11 @@ class AdminServer:
                 return _error(404, "not_found", f"no listener {listener_id!r}")
             return 200, "application/json", json.dumps(stats).encode()
         return _error(404, "not_found", f"nothing at {path}")
+
+
+def _target_path(head: bytes) -> bytes:
+    parts = head.split(b"\r\n", 1)[0].split()
+    return parts[1].split(b"?", 1)[0] if len(parts) == 3 else b""
 
 
 def _error(status: int, code: str, message: str) -> tuple[int, str, bytes]:

@@ -84,6 +84,11 @@ class Backend:
 
     @property
     def available(self) -> bool:
+        """Takes new traffic: healthy, still in the snapshot, not ejected."""
+        return self.takes_traffic()
+
+    def takes_traffic(self) -> bool:
+        """``available`` as a method (what the balancers call: a plain call in the compiled build)."""
         if not self.healthy or self.removed:
             return False
         return self.ejected_until == 0.0 or self.ejected_until <= time.monotonic()
@@ -133,7 +138,7 @@ class Balancer:
         start = self._next
         for offset in range(count):
             backend = backends[(start + offset) % count]
-            if backend.available and backend not in exclude:
+            if backend.takes_traffic() and backend not in exclude:
                 self._next = (start + offset + 1) % count
                 return backend
         return None
@@ -148,7 +153,7 @@ class Balancer:
         for offset in range(count):
             index = (start + offset) % count
             backend = backends[index]
-            if backend.available and backend not in exclude and (best is None or backend.active < best.active):
+            if backend.takes_traffic() and backend not in exclude and (best is None or backend.active < best.active):
                 best, best_index = backend, index
         if best is not None:
             self._next = (best_index + 1) % count
@@ -160,7 +165,7 @@ class Balancer:
         total = 0
         best: Backend | None = None
         for backend in self.backends:
-            if not backend.available or backend in exclude:
+            if not backend.takes_traffic() or backend in exclude:
                 continue
             backend.current_weight += backend.weight
             total += backend.weight

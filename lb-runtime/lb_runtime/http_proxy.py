@@ -3,6 +3,9 @@
 Everything on the hot path is a callback of a low-level asyncio Protocol (no task per request, no
 per-request logging): a request whose instance has an idle pooled connection is forwarded synchronously
 from the parser's callbacks. Only a new upstream connection needs a task (the connect is awaited).
+
+This module is also compiled with Cython (``http_proxy.pxd`` declares its classes as extension types; see
+``hot_path.py``): an attribute added to a class here must be declared there too.
 """
 
 from __future__ import annotations
@@ -18,9 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from lb_runtime.backends import Backend
-
 if TYPE_CHECKING:
+    from lb_runtime.backends import Backend
     from lb_runtime.listeners import ListenerState
 
 # Hop-by-hop headers (RFC 9110 7.6.1) never cross the proxy; framing is re-made on each side.
@@ -102,6 +104,8 @@ class RequestCycle:
         "http10",
         "keep_alive",
         "method",
+        "refusal",
+        "region",
         "request_complete",
         "request_id",
         "response_mode",
@@ -132,13 +136,25 @@ class RequestCycle:
         self.started = 0.0
         self.retried = False
         self.tried: list[Backend] = []
+        # Answered without an instance (shared port: unknown or switched host, or a redirect to https).
+        self.refusal: tuple[int, str, str] | None = None
+        # The region this request prefers (listeners with a region policy, lb_runtime.regions); None: default.
+        self.region: str | None = None
 
 
-class HttpClientConnection(asyncio.Protocol):
-    """One client connection to an HTTP listener: parses requests, forwards them, streams answers back."""
+class HttpClientConnection:
+    """One client connection to an HTTP listener: parses requests, forwards them, streams answers back.
+
+    An asyncio Protocol by duck typing (no base class), so that the compiled build can make it an extension type.
+    """
 
     def __init__(self, listener: ListenerState) -> None:
-        self.listener = listener
+        self.listener = listener  # on a shared port: the route of the connection's host, once known
+        self.front = listener  # the listener whose port the client connected to
+        # Shared port or redirect: each request is looked at (by _route) before it is forwarded.
+        self.routed = listener.routes is not None or listener.redirect_port is not None
+        self.host = b""
+        self.routed_host = b""
         self.settings = listener.settings
         self.loop = listener.loop
         self.transport: Any = None
@@ -149,7 +165,9 @@ class HttpClientConnection(asyncio.Protocol):
         self.headers: list[bytes] = []
         self.url = b""
         self.header_bytes = 0
+        self.max_header_bytes = self.settings.max_header_bytes
         self.forwarded_for = b""
+        self.prefer_region = b""
         self.incoming_request_id = b""
         self.connection_tokens = b""
         self.closed = False
@@ -291,17 +309,19 @@ class HttpClientConnection(asyncio.Protocol):
             self.url = url
             self.header_bytes = len(url)
             self.forwarded_for = b""
+            self.prefer_region = b""
             self.incoming_request_id = b""
             self.connection_tokens = b""
+            self.host = b""
         else:
             self.url += url
             self.header_bytes += len(url)
-        if self.header_bytes > self.settings.max_header_bytes:
+        if self.header_bytes > self.max_header_bytes:
             raise HeadersTooLarge
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_bytes += len(name) + len(value) + 4
-        if self.header_bytes > self.settings.max_header_bytes:
+        if self.header_bytes > self.max_header_bytes:
             raise HeadersTooLarge
         lower = name.lower()
         if lower in HOP_BY_HOP:
@@ -317,6 +337,10 @@ class HttpClientConnection(asyncio.Protocol):
         elif lower == b"x-forwarded-proto":
             pass  # this proxy is the edge: it states the protocol itself
         else:
+            if lower == b"host":
+                self.host = value
+            elif lower == b"berth-prefer-region":
+                self.prefer_region = value
             self.headers.append(name + b": " + value + b"\r\n")
 
     def on_headers_complete(self) -> None:
@@ -350,11 +374,51 @@ class HttpClientConnection(asyncio.Protocol):
         )
         cycle.started = perf_counter()
         self.deadline = 0.0
+        if self.routed:
+            self._route(cycle)
+        regional = self.listener.regional
+        if regional is not None:
+            cycle.region = regional.request_region(self.client_ip, self.forwarded_for, self.prefer_region)
         self.queue.append(cycle)
         if len(self.queue) == 1:
             self._start(cycle)
         else:
             self.pause_reading(_PAUSE_PIPELINE)  # pipelined: answer in order, one at a time
+
+    def _route(self, cycle: RequestCycle) -> None:
+        """Shared port: bind the connection to the route its first request's Host names; a later request for
+        another host, or an unknown host, is refused (a connection never reaches another tenant's service)."""
+        front = self.front
+        host = self.host.lower()
+        host = host[1:].partition(b"]")[0] if host.startswith(b"[") else host.partition(b":")[0]
+        host = host.rstrip(b".")
+        if front.redirect_port is not None:
+            self._redirect(cycle, host, front.redirect_port)
+            return
+        if self.routed_host:
+            if host != self.routed_host:
+                cycle.refusal = (421, "misdirected_request", "this connection serves another host; open a new one")
+                cycle.keep_alive = False
+            elif self.listener.redirect_port is not None:
+                self._redirect(cycle, host, self.listener.redirect_port)
+            return
+        routes = front.routes or {}
+        route = routes.get(host)
+        if route is None:
+            cycle.refusal = (404, "unknown_host", "no service answers for this host name here")
+            cycle.keep_alive = False
+            return
+        self.routed_host = host
+        front.connections.discard(self)
+        route.connections.add(self)
+        self.listener = route
+        if route.redirect_port is not None:
+            self._redirect(cycle, host, route.redirect_port)
+
+    def _redirect(self, cycle: RequestCycle, host: bytes, port: int) -> None:
+        authority = host if port == 443 else host + b":%d" % port
+        cycle.refusal = (308, "redirect", (b"https://" + authority + self.url).decode("latin-1"))
+        cycle.keep_alive = False
 
     @staticmethod
     def _without_connection_listed(headers: list[bytes], tokens: bytes) -> list[bytes]:
@@ -395,7 +459,10 @@ class HttpClientConnection(asyncio.Protocol):
     # --- forwarding -----------------------------------------------------------------------------------
 
     def _start(self, cycle: RequestCycle) -> None:
-        backend = self.listener.balancer.pick(cycle.tried)
+        if cycle.refusal is not None:
+            self._refuse(cycle)
+            return
+        backend = self._pick(cycle)
         if backend is None:
             self._answer_error(cycle, 503, "no_healthy_instance", "no healthy instance for this service")
             return
@@ -405,21 +472,43 @@ class HttpClientConnection(asyncio.Protocol):
         while idle:
             upstream = idle.pop()
             if not upstream.closed:
-                upstream.attach(self, cycle, reused=True)
+                upstream.attach(self, cycle, True)
                 return
         self.pause_reading(_PAUSE_CONNECTING)
         keep_task(self.loop.create_task(self._connect(cycle, backend)))
+
+    def _pick(self, cycle: RequestCycle) -> Backend | None:
+        """The instance for the request's next attempt (never one in ``cycle.tried``)."""
+        regional = self.listener.regional
+        if cycle.region is None or regional is None:
+            return self.listener.balancer.pick(cycle.tried)
+        return regional.pick_region(cycle.tried, cycle.region)
+
+    def _refuse(self, cycle: RequestCycle) -> None:
+        assert cycle.refusal is not None
+        status, code, detail = cycle.refusal
+        if status != 308:
+            self._answer_error(cycle, status, code, detail)
+            return
+        cycle.status = status
+        if not self.closed:
+            self.write(
+                b"HTTP/1.1 308 Permanent Redirect\r\nLocation: %s\r\nContent-Length: 0\r\nX-Request-Id: %s\r\n"
+                b"Connection: close\r\n\r\n" % (detail.encode("latin-1"), cycle.request_id)
+            )
+        self.listener.stats.record(perf_counter() - cycle.started, False)
+        self._next(cycle)
 
     async def _connect(self, cycle: RequestCycle, backend: Backend) -> None:
         listener = self.listener
         settings = self.settings
         while True:
             timed_out = False
+            # A duck-typed Protocol (see the class): typed Any for asyncio's stubs.
+            factory: Any = functools.partial(UpstreamConnection, backend, listener)
             try:
                 async with asyncio.timeout(settings.connect_timeout_seconds):
-                    _, upstream = await self.loop.create_connection(
-                        functools.partial(UpstreamConnection, backend, listener), backend.address, backend.port
-                    )
+                    _, upstream = await self.loop.create_connection(factory, backend.address, backend.port)
             except TimeoutError:
                 timed_out = True
             except OSError:
@@ -430,13 +519,13 @@ class HttpClientConnection(asyncio.Protocol):
                     upstream.release()  # the client left meanwhile; keep the fresh connection for others
                     return
                 self.resume_reading(_PAUSE_CONNECTING)
-                upstream.attach(self, cycle, reused=False)
+                upstream.attach(self, cycle, False)
                 return
             if cycle.backend is not backend:
                 return  # the client left meanwhile and the request was abandoned
             backend.eject(settings.eject_seconds)
             cycle.tried.append(backend)
-            next_backend = listener.balancer.pick(cycle.tried) if len(cycle.tried) <= settings.connect_retries else None
+            next_backend = self._pick(cycle) if len(cycle.tried) <= settings.connect_retries else None
             if next_backend is None or self.closed:
                 # The answer is booked on the last instance tried (the error path releases it).
                 self.resume_reading(_PAUSE_CONNECTING)
@@ -571,8 +660,8 @@ class HttpClientConnection(asyncio.Protocol):
         self._answer_error(cycle, 504, "upstream_timeout", "the instance did not answer in time")
 
 
-class UpstreamConnection(asyncio.Protocol):
-    """One keep-alive connection to an instance; pooled on its Backend while idle."""
+class UpstreamConnection:
+    """One keep-alive connection to an instance; pooled on its Backend while idle (a duck-typed Protocol)."""
 
     def __init__(self, backend: Backend, listener: ListenerState) -> None:
         self.backend = backend
@@ -609,7 +698,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.read_paused = False
             self.transport.resume_reading()
 
-    def attach(self, client: HttpClientConnection, cycle: RequestCycle, *, reused: bool) -> None:
+    def attach(self, client: HttpClientConnection, cycle: RequestCycle, reused: bool) -> None:
         """Send ``cycle``'s request (head and any buffered body) on this connection."""
         self.client = client
         self.cycle = cycle
@@ -659,6 +748,9 @@ class UpstreamConnection(asyncio.Protocol):
             client.finish_response(cycle, self, False)  # a close-delimited answer ends here
         else:
             client.upstream_failed(cycle, self, "connection closed" if exc is None else str(exc) or "reset")
+
+    def eof_received(self) -> None:
+        return None  # close: an upstream that half-closes is done (connection_lost follows)
 
     def pause_writing(self) -> None:
         if self.client is not None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import ipaddress
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class LbSettings(BaseSettings):
@@ -32,3 +36,39 @@ class LbSettings(BaseSettings):
     connect_retries: int = Field(default=2, ge=0)
     # How long SIGTERM (or an unbound listener) waits for in-flight work before closing what is left.
     drain_timeout_seconds: float = Field(default=30.0, ge=0)
+    # HTTP mode's implementation: the compiled extension when built (auto), or forced (see hot_path.py).
+    hot_path: Literal["auto", "compiled", "python"] = "auto"
+    # Worker processes sharing every listener port (SO_REUSEPORT) under one supervisor (lb_runtime.processes);
+    # 1 is a single process doing everything. More than one needs fixed listener ports (not 0).
+    processes: int = Field(default=1, ge=1, le=64)
+    # Control plane only: the ports where verified host names route by Host (80 and 443 on an edge host).
+    shared_http_port: int | None = Field(default=None, ge=1, le=65535)
+    shared_https_port: int | None = Field(default=None, ge=1, le=65535)
+    # Regions (lb_runtime.regions): the region this lb-runtime serves from (its listeners with a region
+    # policy prefer instances there); the proxies in front of it whose X-Forwarded-For is believed (addresses
+    # or networks, comma-separated or a JSON list); the client country -> region table, inline (JSON object,
+    # "*" for every other country) and/or from a JSON file of the same shape (the file's entries win).
+    region: str | None = Field(default=None, pattern=r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+    country_regions: dict[str, str] = Field(default_factory=dict)
+    country_regions_file: str | None = None
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return tuple(json.loads(text))
+            return tuple(part.strip() for part in text.split(",") if part.strip())
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"BERTH_LB_TRUSTED_PROXIES: {network!r} is not an address or network") from exc
+        return value

@@ -78,18 +78,25 @@ class ListenerStats:
         return {"p50": quantile(0.50), "p95": quantile(0.95), "p99": quantile(0.99)}
 
 
-def listener_stats_json(listener: ListenerState) -> dict[str, Any]:
-    """One listener's figures as /stats shows them."""
+def listener_figures(listener: ListenerState) -> dict[str, Any]:
+    """One listener's raw figures (plain JSON data): what /stats and /metrics are made from, and what a worker
+    process reports to its supervisor, which sums them across processes (``merge_figures``)."""
+    stats = listener.stats
+    now = int(perf_counter())
+    if now != stats._second:
+        stats._roll(now)
+    regions = listener.instance_regions
     return {
         "id": listener.id,
         "port": listener.port,
         "protocol": listener.protocol,
         "algorithm": listener.balancer.algorithm,
-        "rps": round(listener.stats.rps(), 3),
-        "requests": listener.stats.requests,
-        "errors": listener.stats.errors,
+        "requests": stats.requests,
+        "errors": stats.errors,
         "active_connections": len(listener.connections),
-        "latency_ms": listener.stats.latency_ms(),
+        # Requests finished in each of the window's seconds, keyed by the monotonic second (shared by processes).
+        "seconds": {str(second): stats._second_counts[second % STATS_WINDOW_SECONDS] for second in _window(now)},
+        "latencies": list(stats._latencies),
         "instances": [
             {
                 "id": backend.id,
@@ -97,21 +104,119 @@ def listener_stats_json(listener: ListenerState) -> dict[str, Any]:
                 "port": backend.port,
                 "weight": backend.weight,
                 "healthy": backend.healthy,
+                "available": backend.available,
                 "ejected": backend.ejected_until > time.monotonic(),
                 "in_flight": backend.active,
-                "requests": sum(backend.status_counts),
+                "status_counts": list(backend.status_counts),
+                "bucket_counts": list(backend.bucket_counts),
+                "latency_sum": backend.latency_sum,
                 "failures": backend.failures,
+                "connections_opened": backend.connections_opened,
+                "region": regions.get(backend.id),
             }
             for backend in listener.balancer.backends
         ],
     }
 
 
-class LbCollector(Collector):
-    """Reads the proxy's counters at scrape time."""
+def _window(now: int) -> range:
+    return range(now - STATS_WINDOW_SECONDS + 1, now + 1)
 
-    def __init__(self, listeners: Callable[[], Iterable[ListenerState]]) -> None:
-        self._listeners = listeners
+
+def merge_figures(reports: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """One listener's figures summed over processes: counters add up, latency samples pool, an instance is
+    healthy as the (shared) health check says and ejected when any process ejected it."""
+    reports = list(reports)
+    merged = dict(reports[0]) | {"seconds": {}, "latencies": [], "instances": []}
+    for key in ("requests", "errors", "active_connections"):
+        merged[key] = sum(report[key] for report in reports)
+    for report in reports:
+        for second, count in report["seconds"].items():
+            merged["seconds"][second] = merged["seconds"].get(second, 0) + count
+        merged["latencies"].extend(report["latencies"])
+    instances: dict[str, dict[str, Any]] = {}
+    for report in reports:
+        for instance in report["instances"]:
+            seen = instances.get(instance["id"])
+            if seen is None:
+                instances[instance["id"]] = dict(instance)
+                continue
+            seen["available"] = seen["available"] and instance["available"]
+            seen["ejected"] = seen["ejected"] or instance["ejected"]
+            for key in ("in_flight", "latency_sum", "failures", "connections_opened"):
+                seen[key] += instance[key]
+            for key in ("status_counts", "bucket_counts"):
+                seen[key] = [a + b for a, b in zip(seen[key], instance[key], strict=True)]
+    merged["instances"] = list(instances.values())
+    return merged
+
+
+def stats_json(figures: dict[str, Any]) -> dict[str, Any]:
+    """One listener's figures as /stats shows them."""
+    now = int(perf_counter())
+    seconds = figures["seconds"]
+    complete = sum(seconds.get(str(second), 0) for second in _window(now - 1))
+    samples = sorted(figures["latencies"])
+
+    def quantile(q: float) -> float | None:
+        return round(samples[min(len(samples) - 1, int(q * len(samples)))] * 1000, 3) if samples else None
+
+    return {
+        "id": figures["id"],
+        "port": figures["port"],
+        "protocol": figures["protocol"],
+        "algorithm": figures["algorithm"],
+        "rps": round(complete / (STATS_WINDOW_SECONDS - 1), 3),
+        "requests": figures["requests"],
+        "errors": figures["errors"],
+        "active_connections": figures["active_connections"],
+        "latency_ms": {"p50": quantile(0.50), "p95": quantile(0.95), "p99": quantile(0.99)},
+        "instances": [
+            {
+                "id": instance["id"],
+                "address": instance["address"],
+                "port": instance["port"],
+                "weight": instance["weight"],
+                "healthy": instance["healthy"],
+                "ejected": instance["ejected"],
+                "in_flight": instance["in_flight"],
+                "requests": sum(instance["status_counts"]),
+                "failures": instance["failures"],
+                "region": instance.get("region"),
+            }
+            for instance in figures["instances"]
+        ],
+        "regions": regional_split(figures["instances"]),
+    }
+
+
+def regional_split(instances: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per region of the instances (lb_runtime.regions): instances, how many take traffic, requests in flight
+    and requests served; empty when no instance has a region."""
+    split: dict[str, dict[str, int]] = {}
+    if not any(instance.get("region") for instance in instances):
+        return split
+    for instance in instances:
+        entry = split.setdefault(
+            instance.get("region") or "unknown", {"instances": 0, "healthy": 0, "in_flight": 0, "requests": 0}
+        )
+        entry["instances"] += 1
+        entry["healthy"] += 1 if instance["available"] else 0
+        entry["in_flight"] += instance["in_flight"]
+        entry["requests"] += sum(instance["status_counts"])
+    return split
+
+
+def listener_stats_json(listener: ListenerState) -> dict[str, Any]:
+    """One listener's figures as /stats shows them (one process)."""
+    return stats_json(listener_figures(listener))
+
+
+class LbCollector(Collector):
+    """Reads the proxy's figures at scrape time (one process's listeners, or the sum over processes)."""
+
+    def __init__(self, figures: Callable[[], Iterable[dict[str, Any]]]) -> None:
+        self._figures = figures
 
     def collect(self) -> Iterator[Any]:
         """Yield every lb-runtime metric family."""
@@ -136,20 +241,20 @@ class LbCollector(Collector):
         opened = CounterMetricFamily(
             "berth_lb_upstream_connections_opened", "Upstream connections opened", labels=["listener", "instance"]
         )
-        for listener in self._listeners():
-            active.add_metric([listener.id], len(listener.connections))
-            for backend in listener.balancer.backends:
-                labels = [listener.id, backend.id]
-                for index, count in enumerate(backend.status_counts):
+        for listener in self._figures():
+            active.add_metric([listener["id"]], listener["active_connections"])
+            for instance in listener["instances"]:
+                labels = [listener["id"], instance["id"]]
+                for index, count in enumerate(instance["status_counts"]):
                     if count:
                         requests.add_metric([*labels, STATUS_CLASSES[index]], count)
                 cumulative, buckets = 0, []
-                for bound, count in zip((*LATENCY_BUCKETS, float("inf")), backend.bucket_counts, strict=True):
+                for bound, count in zip((*LATENCY_BUCKETS, float("inf")), instance["bucket_counts"], strict=True):
                     cumulative += count
                     buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-                latency.add_metric(labels, buckets, backend.latency_sum)
-                in_flight.add_metric(labels, backend.active)
-                healthy.add_metric(labels, 1 if backend.available else 0)
-                failures.add_metric(labels, backend.failures)
-                opened.add_metric(labels, backend.connections_opened)
+                latency.add_metric(labels, buckets, instance["latency_sum"])
+                in_flight.add_metric(labels, instance["in_flight"])
+                healthy.add_metric(labels, 1 if instance["available"] else 0)
+                failures.add_metric(labels, instance["failures"])
+                opened.add_metric(labels, instance["connections_opened"])
         yield from (requests, latency, active, in_flight, healthy, failures, opened)

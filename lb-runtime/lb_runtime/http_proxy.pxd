@@ -1,0 +1,123 @@
+# Cython declarations for the compiled build of http_proxy.py (an "augmenting .pxd": the .py stays the one
+# source, and is what runs when the extension is not built). lb-runtime/build_hot_path.py compiles the pair
+# into lb_runtime._http_proxy_compiled; lb_runtime.hot_path picks one of the two at start.
+# Keep every attribute of the three classes here, with the same names as in the .py.
+
+cimport cython
+
+from lb_runtime.backends cimport Backend
+
+cdef class RequestCycle:
+    cdef public bytes method
+    cdef public bytes head
+    cdef public list body
+    cdef public Py_ssize_t body_size
+    cdef public bint body_sent
+    cdef public bint chunked
+    cdef public bint keep_alive
+    cdef public bint http10
+    cdef public bint request_complete
+    cdef public bytes request_id
+    cdef public Backend backend
+    cdef public UpstreamConnection upstream
+    cdef public bint response_started
+    cdef public int response_mode
+    cdef public int status
+    cdef public double started
+    cdef public bint retried
+    cdef public list tried
+    cdef public tuple refusal
+    cdef public object region
+
+
+cdef class HttpClientConnection:
+    cdef public object listener
+    cdef public object front
+    cdef public bint routed
+    cdef public bytes host
+    cdef public bytes routed_host
+    cdef public object settings
+    cdef public object loop
+    cdef public object transport
+    cdef public object parser
+    cdef public bytes client_ip
+    cdef public list queue
+    cdef public RequestCycle parsing
+    cdef public list headers
+    cdef public bytes url
+    cdef public Py_ssize_t header_bytes
+    cdef public Py_ssize_t max_header_bytes
+    cdef public bytes forwarded_for
+    cdef public bytes prefer_region
+    cdef public bytes incoming_request_id
+    cdef public bytes connection_tokens
+    cdef public bint closed
+    cdef public int read_paused
+    cdef public bint write_paused
+    cdef public double deadline
+    cdef public bint buffering
+    cdef public list out
+    cdef public bint client_eof
+    cdef object __weakref__
+
+    cpdef close(self)
+    cpdef write(self, bytes data)
+    cpdef flush(self)
+    cpdef pause_reading(self, int reason)
+    cpdef resume_reading(self, int reason)
+    @cython.locals(cycle=RequestCycle, upstream=UpstreamConnection, lower=bytes)
+    cpdef _start(self, RequestCycle cycle)
+    cpdef _pick(self, RequestCycle cycle)
+    @cython.locals(close=bint)
+    cpdef begin_response(self, RequestCycle cycle, int status, list head_lines, int framing)
+    @cython.locals(now=double)
+    cpdef finish_response(self, RequestCycle cycle, UpstreamConnection upstream, bint reusable)
+    cpdef _next(self, RequestCycle cycle)
+    cpdef _redirect(self, RequestCycle cycle, bytes host, int port)
+    # httptools' callbacks: cpdef keeps them callable from the parser and makes their bodies typed C.
+    @cython.locals(cycle=RequestCycle)
+    cpdef on_url(self, bytes url)
+    @cython.locals(lower=bytes, cycle=RequestCycle)
+    cpdef on_header(self, bytes name, bytes value)
+    @cython.locals(cycle=RequestCycle, tokens=bytes, headers=list, request_id=bytes, forwarded=bytes, method=bytes)
+    cpdef on_headers_complete(self)
+    @cython.locals(cycle=RequestCycle, upstream=UpstreamConnection)
+    cpdef on_body(self, bytes body)
+    @cython.locals(cycle=RequestCycle)
+    cpdef on_message_complete(self)
+
+
+cdef class UpstreamConnection:
+    cdef public Backend backend
+    cdef public object listener
+    cdef public object loop
+    cdef public double read_timeout
+    cdef public Py_ssize_t pool_size
+    cdef public object transport
+    cdef public object parser
+    cdef public HttpClientConnection client
+    cdef public RequestCycle cycle
+    cdef public bint closed
+    cdef public bint reused
+    cdef public double deadline
+    cdef public double idle_since
+    cdef public list headers
+    cdef public int framing
+    cdef public bint interim
+    cdef public bint read_paused
+    cdef object __weakref__
+
+    cpdef pause_reading(self)
+    cpdef resume_reading(self)
+    cpdef release(self)
+    cpdef close(self)
+    cpdef _reset_response(self)
+    cpdef attach(self, HttpClientConnection client, RequestCycle cycle, bint reused)
+    @cython.locals(lower=bytes)
+    cpdef on_header(self, bytes name, bytes value)
+    @cython.locals(client=HttpClientConnection, cycle=RequestCycle, head=list, status=int, framing=int)
+    cpdef on_headers_complete(self)
+    @cython.locals(client=HttpClientConnection, cycle=RequestCycle)
+    cpdef on_body(self, bytes body)
+    @cython.locals(client=HttpClientConnection, cycle=RequestCycle, reusable=bint)
+    cpdef on_message_complete(self)
