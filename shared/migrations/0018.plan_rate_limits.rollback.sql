@@ -1,0 +1,1 @@
+ALTER TABLE plans DROP COLUMN api_requests_per_minute;
