@@ -113,7 +113,44 @@ class AuthSettings(_Base):
     key_activation_delay_seconds: int = Field(default=330, ge=0)
 
 
-class FunctionSettings(CoreSettings, AwsSettings, AuthSettings, ImageSettings, HostSettings, LoadBalancerSettings):
+class RateLimitSettings(_Base):
+    """The functions' own enforcement of the document's ``x-berth-throttling`` (per IP, per user), for a
+    deployment where nothing in front counts them (API Gateway). A request the local gateway already
+    counted is not counted again (``shared.throttling``)."""
+
+    rate_limits_enabled: bool = True
+    # Override every route's values when set, as the gateway's BERTH_GATEWAY_RATE_LIMIT_* do.
+    rate_limit_per_ip: int | None = Field(default=None, ge=1)
+    rate_limit_per_user: int | None = Field(default=None, ge=1)
+    rate_limit_window_seconds: int | None = Field(default=None, ge=1)
+    # The API document the limits come from (packaged beside shared/ in a Lambda build).
+    api_document: Path = PROJECT_ROOT / "gateway-config" / "openapi.yaml"
+
+
+class AccountSettings(_Base):
+    # How long a change-of-email confirmation token stays valid.
+    email_change_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+
+
+class AlertSettings(_Base):
+    """Alert webhooks (shared.webhooks): the alerts function checks a URL on create, the worker before sending."""
+
+    # Off in production: webhook URLs resolving to loopback, link-local or private addresses are refused.
+    # The local stack and the tests turn it on (their receivers listen on 127.0.0.1).
+    alerts_allow_private_webhooks: bool = False
+
+
+class FunctionSettings(
+    CoreSettings,
+    AwsSettings,
+    AuthSettings,
+    ImageSettings,
+    HostSettings,
+    LoadBalancerSettings,
+    RateLimitSettings,
+    AccountSettings,
+    AlertSettings,
+):
     """What every function needs at cold start."""
 
     @property

@@ -10,15 +10,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from mangum import Mangum
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import BerthError, error_body
+from shared.errors import BerthError, Details, error_body
 from shared.observability import get_logger, new_request_id, request_id_var, user_id_var
+from shared.request_metrics import RequestMetricsMiddleware
+from shared.throttling import enforce_rate_limits
 
 _STATUS_CODES = {
     400: "bad_request",
@@ -65,6 +67,11 @@ class RequestIdMiddleware:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode("latin-1")))
+                present = {name.lower() for name, _ in headers}
+                # The function's own rate limiter's figures (shared.throttling), on every answer.
+                for name, value in (scope["state"].get("rate_limit_headers") or {}).items():
+                    if name.lower().encode() not in present:
+                        headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
                 message["headers"] = headers
             await send(message)
 
@@ -84,7 +91,7 @@ def _error_response(
     status: int,
     code: str,
     message: str,
-    details: list[dict[str, Any]] | None = None,
+    details: Details | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     return JSONResponse(error_body(code, message, _request_id(request), details), status, headers=headers)
@@ -146,12 +153,20 @@ def install_error_handlers(app: FastAPI, service: str) -> None:
 
 
 def create_app(service: str, routers: Iterable[APIRouter], *, title: str | None = None) -> FastAPI:
-    """A FastAPI app with the platform's request ids and error shape, serving ``routers``."""
-    app = FastAPI(title=title or f"Berth {service}", docs_url=None, redoc_url=None, openapi_url=None)
+    """A FastAPI app with the platform's request ids, error shape, rate limits and request metrics
+    (shared.request_metrics), serving ``routers``."""
+    app = FastAPI(
+        title=title or f"Berth {service}",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        dependencies=[Depends(enforce_rate_limits)],
+    )
     for router in routers:
         app.include_router(router)
     install_error_handlers(app, service)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestMetricsMiddleware, function=service)  # outermost: times the whole answer
     return app
 
 

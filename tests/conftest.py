@@ -1,9 +1,16 @@
-"""Test-wide setup: a database, a Redis key prefix, a local AWS (moto server) and, on demand, a local
-gateway, a host worker and test images of the tests' own.
+"""Test-wide setup: the environment every test's settings read, and, for the tests that need them, a
+database, a Redis key prefix, a local AWS (moto server), a local gateway, a host worker and test images of
+the tests' own.
 
 Nothing here is mocked. PostgreSQL, Redis and Docker are the machine's real servers and moto runs in
 server mode as a separate process; each test session creates its own database, key prefix and moto
 server and removes them at the end, so runs never see each other's data.
+
+Only the environment is set up for every test (it is cheap and needs no server): tests/unit runs with
+PostgreSQL, Redis and Docker unreachable. The services start on first request, from `backing_services`,
+which the integration, e2e and ui conftests use for every test of theirs and which the gateway, worker and
+lb-runtime fixtures request. Each test is marked with its kind by directory (see pytest_collection_modifyitems),
+so `pytest -m "not e2e and not ui"` picks the quicker kinds.
 """
 
 from __future__ import annotations
@@ -14,7 +21,6 @@ import secrets
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +29,8 @@ from typing import Any
 import httpx
 import pytest
 import redis
+
+from tests.support.waiting import wait_until
 
 RUN_ID = secrets.token_hex(4)
 BASE_DATABASE_URL = os.environ.get("BERTH_DATABASE_URL", "postgresql://berth:berth@127.0.0.1:5432/berth")
@@ -55,6 +63,16 @@ os.environ.update(
         "BERTH_LB_ADMIN_URL": f"http://127.0.0.1:{LB_ADMIN_PORT}",
         # Workers built in tests serve no metrics unless a test asks (start_worker gives each a free port).
         "BERTH_WORKER_ADMIN_PORT": "0",
+        # Gateways serve no metrics either unless a test asks (tests/e2e/test_observability.py).
+        "BERTH_GATEWAY_ADMIN_PORT": "0",
+        # The tests' webhook receivers listen on 127.0.0.1 (tests/e2e/test_alerts.py starts one refusing it).
+        "BERTH_ALERTS_ALLOW_PRIVATE_WEBHOOKS": "true",
+        # Functions count the document's limits themselves when no gateway did (in-process apps in tests
+        # call them from one address all day); tests of those limits set their own (test_function_limits.py).
+        "BERTH_RATE_LIMIT_PER_IP": "1000000000",
+        "BERTH_RATE_LIMIT_PER_USER": "1000000000",
+        # The internal DNS refuses names outside .internal: no test query leaves the machine.
+        "BERTH_WORKER_DNS_UPSTREAM": "none",
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
         "AWS_DEFAULT_REGION": "us-east-1",
@@ -63,31 +81,50 @@ os.environ.update(
 os.environ.pop("AWS_ENDPOINT_URL", None)  # BERTH_AWS_ENDPOINT_URL above is the one that counts
 
 
+# The directories of tests/ that are a slow kind of test: each test in one is marked with the directory's
+# name (markers registered in pyproject.toml), so `-m` can choose kinds. tests/unit is left unmarked.
+MARKED_KINDS = {"integration", "e2e", "ui", "lb_runtime"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tests_dir = Path(__file__).resolve().parent
+    for item in items:
+        path = item.path.resolve()
+        if path.is_relative_to(tests_dir) and (kind := path.relative_to(tests_dir).parts[0]) in MARKED_KINDS:
+            item.add_marker(kind)
+
+
 def wait_for_http(url: str, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
+    """Wait until ``url`` answers at all (any status); fail at once if ``process`` exits first."""
+
+    def answers() -> bool:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"process exited with {process.returncode} before {url} answered")
-        try:
-            httpx.get(url, timeout=2, verify=False)
-            return
-        except httpx.HTTPError as exc:
-            last_error = exc
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout}s: {last_error}")
+        httpx.get(url, timeout=2, verify=False)
+        return True
+
+    try:
+        wait_until(answers, timeout=timeout, interval=0.1, ignoring=(httpx.HTTPError,), message=f"{url} did not answer")
+    except AssertionError as exc:
+        raise RuntimeError(str(exc)) from None
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def test_database() -> Iterator[str]:
     from shared.migrate import apply_migrations, drop_database
 
     apply_migrations(TEST_DATABASE_URL)
+    # As UNLIMITED lifts the gateway's per-route limits, the seeded per-plan API limits are lifted too: every
+    # test user calls from 127.0.0.1 at machine speed. tests/e2e/test_plan_rate_limits.py sets its own.
+    import psycopg
+
+    with psycopg.connect(TEST_DATABASE_URL) as conn:
+        conn.execute("UPDATE plans SET api_requests_per_minute = NULL")
     yield TEST_DATABASE_URL
     drop_database(TEST_DATABASE_URL)
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def redis_prefix() -> Iterator[str]:
     yield TEST_REDIS_PREFIX
     client = redis.Redis.from_url(os.environ.get("BERTH_REDIS_URL", "redis://127.0.0.1:6379/0"))
@@ -101,7 +138,7 @@ def redis_prefix() -> Iterator[str]:
 UNLIMITED = {"BERTH_GATEWAY_RATE_LIMIT_PER_IP": "1000000000", "BERTH_GATEWAY_RATE_LIMIT_PER_USER": "1000000000"}
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def local_aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A moto server (S3, SQS) of this run's own, with the images bucket and the job queues."""
     from cli.local_stack import LocalStackSettings, ensure_aws_resources
@@ -116,6 +153,11 @@ def local_aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield LOCAL_AWS_URL
     finally:
         stop_process(process)
+
+
+@pytest.fixture(scope="session")
+def backing_services(test_database: str, redis_prefix: str, local_aws: str) -> None:
+    """The run's database, Redis key prefix and local AWS: what every function, worker and gateway reads."""
 
 
 @dataclass
@@ -166,7 +208,7 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="session")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+def gateway(tmp_path_factory: pytest.TempPathFactory, backing_services: None) -> Iterator[RunningGateway]:
     """One local gateway for the session, with every function behind it, as a user would reach it."""
     # Every test signs up and in from 127.0.0.1; the document's per-IP limits on those routes would stop
     # the suite. Rate limiting itself is tested on gateways of its own (tests/e2e/test_gateway_limits.py).
@@ -198,6 +240,7 @@ def start_worker(tmp_dir: Path, extra_env: dict[str, str] | None = None) -> Runn
             "BERTH_WORKER_WAIT_SECONDS": "1",
             "BERTH_WORKER_VISIBILITY_SECONDS": "10",
             "BERTH_WORKER_STATS_INTERVAL_SECONDS": "1",
+            "BERTH_WORKER_ALERT_INTERVAL_SECONDS": "1",
             "BERTH_WORKER_ADMIN_PORT": str(free_port()),
             "BERTH_WORKER_WORK_DIR": str(tmp_dir / "work"),
             "BERTH_LOG_LEVEL": "INFO",
@@ -217,7 +260,9 @@ def start_worker(tmp_dir: Path, extra_env: dict[str, str] | None = None) -> Runn
 
 
 @pytest.fixture(scope="session")
-def worker(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Iterator[RunningWorker]:
+def worker(
+    tmp_path_factory: pytest.TempPathFactory, docker_client: Any, backing_services: None
+) -> Iterator[RunningWorker]:
     """One `berth worker` for the session, consuming the run's own job queue."""
     running = start_worker(tmp_path_factory.mktemp("worker"))
     yield running
@@ -235,7 +280,7 @@ class RunningLb:
 
 
 @pytest.fixture(scope="session")
-def lb_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLb]:
+def lb_runtime(tmp_path_factory: pytest.TempPathFactory, backing_services: None) -> Iterator[RunningLb]:
     """One `berth lb` for the session, following the run's listeners and registry (customer ports on 127.0.0.1)."""
     env = dict(os.environ)
     env.update(
@@ -275,6 +320,11 @@ def docker_client(test_database: str) -> Iterator[Any]:
         if labels.get("berth.cluster", "").startswith(f"test-{RUN_ID}") or labels.get("berth.owner") in owners:
             with contextlib.suppress(docker.errors.APIError):
                 client.api.remove_container(found["Id"], force=True)
+    # The run's tenant networks (worker.tenant_networks), once their containers are gone.
+    for network in client.api.networks(filters={"label": "berth.network=tenant"}):
+        if (network.get("Labels") or {}).get("berth.cluster", "").startswith(f"test-{RUN_ID}"):
+            with contextlib.suppress(docker.errors.APIError):
+                client.api.remove_network(network["Id"])
     for image in client.images.list(name="berth/*/*"):
         for reference in image.tags:
             if reference.split("/")[1] in owners:

@@ -24,6 +24,7 @@ class Host:
     heartbeat_at: datetime
     registered_at: datetime
     labels: dict[str, Any] = field(default_factory=dict)
+    region: str = "local"
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Host:
@@ -36,22 +37,31 @@ class Host:
             heartbeat_at=row["heartbeat_at"],
             registered_at=row["registered_at"],
             labels=dict(row["labels"] or {}),
+            region=row.get("region") or "local",
         )
 
 
-async def register_host(store: HostStore, host_id: str, address: str, cpu: float, memory_mb: int) -> Host:
-    """Register the host, or refresh a known one's address and capacity; it is ``up`` (unless draining)."""
+async def register_host(
+    store: HostStore, host_id: str, address: str, cpu: float, memory_mb: int, region: str = "local"
+) -> Host:
+    """Register the host, or refresh a known one's address, capacity and region; it is ``up`` (unless
+    draining)."""
     if not host_id:
         raise ValueError("a host needs an id")
     if cpu <= 0 or memory_mb <= 0:
         raise ValueError("a host's CPU and memory capacity must be positive")
-    return Host.from_row(await store.upsert(host_id, address, cpu, memory_mb))
+    return Host.from_row(await store.upsert(host_id, address, cpu, memory_mb, region))
 
 
 async def register_this_host(store: HostStore, settings: WorkerSettings) -> Host:
     """Register the host this worker runs on, as its settings describe it."""
     return await register_host(
-        store, settings.host_id, settings.host_address, settings.host_cpu_capacity, settings.host_memory_capacity_mb
+        store,
+        settings.host_id,
+        settings.host_address,
+        settings.host_cpu_capacity,
+        settings.host_memory_capacity_mb,
+        settings.region,
     )
 
 

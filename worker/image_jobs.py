@@ -14,21 +14,16 @@ import tempfile
 import time
 import weakref
 from collections.abc import Awaitable, Coroutine
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from shared.errors import DependencyError
-from shared.host_store import HostStore
 from shared.observability import get_logger, log_event
-from shared.storage import ObjectStore, ObjectTooLarge
-from worker.container_runtime import ContainerRuntime, image_repository
-from worker.container_store import WorkerContainerStore
+from shared.storage import ObjectTooLarge
+from worker.container_runtime import image_repository
+from worker.context import JobContext
 from worker.image_analysis import ArchiveLimits, ArchiveRejected, LoadStream, analyse_archive
-from worker.log_store import LogStore
-from worker.registration import RegistrySync
 from worker.settings import WorkerSettings
-from worker.store import WorkerImageStore
 
 logger = get_logger("worker")
 T = TypeVar("T")
@@ -43,21 +38,6 @@ class JobRetry(Exception):
 
 class JobFailed(Exception):
     """This job can never succeed; record why and drop it."""
-
-
-@dataclass
-class ImageJobContext:
-    settings: WorkerSettings
-    images: WorkerImageStore
-    objects: ObjectStore
-    runtime: ContainerRuntime
-    # Container jobs need these too; a worker built without them only runs image jobs.
-    containers: WorkerContainerStore | None = None
-    hosts: HostStore | None = None
-    # Where final log lines are shipped before a container is removed, and the registry a container leaves
-    # before it is stopped (so traffic drains first); a worker without them skips those steps.
-    logs: LogStore | None = None
-    registry_sync: RegistrySync | None = None
 
 
 def scratch_dir(settings: WorkerSettings) -> Path:
@@ -85,7 +65,7 @@ def _limits(settings: WorkerSettings) -> ArchiveLimits:
     )
 
 
-async def process_image(context: ImageJobContext, payload: dict[str, Any]) -> None:
+async def process_image(context: JobContext, payload: dict[str, Any]) -> None:
     image_id = str(payload.get("image_id") or "")
     image = await context.images.claim(image_id)
     if image is None:
@@ -162,14 +142,14 @@ async def _while_reporting(report: Coroutine[Any, Any, None], work: Awaitable[T]
     return result
 
 
-async def _load_and_tag(context: ImageJobContext, archive: Path, repository: str, tag: str) -> str:
+async def _load_and_tag(context: JobContext, archive: Path, repository: str, tag: str) -> str:
     """Load the validated archive into Docker (its own tags stripped) and tag it; the loaded image id."""
     loaded_id = await context.runtime.load_image(await asyncio.to_thread(LoadStream, archive))
     await context.runtime.tag_image(loaded_id, repository, tag)
     return loaded_id
 
 
-async def ensure_local_image(context: ImageJobContext, image_row: dict[str, Any]) -> str:
+async def ensure_local_image(context: JobContext, image_row: dict[str, Any]) -> str:
     """A Docker reference for the image on THIS host: the image's own reference, loaded here first from
     its archive in object storage when this host does not have it (a container moved or placed on a host
     that never processed the image).
@@ -210,13 +190,13 @@ async def ensure_local_image(context: ImageJobContext, image_row: dict[str, Any]
     return str(reference)
 
 
-async def _reject(context: ImageJobContext, image: dict[str, Any], reason: str) -> None:
+async def _reject(context: JobContext, image: dict[str, Any], reason: str) -> None:
     await context.images.finish(str(image["id"]), "rejected", reason=reason)
     await context.objects.delete(image["object_key"])
     log_event(logger, "image rejected", image_id=str(image["id"]), reason=reason)
 
 
-async def delete_image(context: ImageJobContext, payload: dict[str, Any]) -> None:
+async def delete_image(context: JobContext, payload: dict[str, Any]) -> None:
     """Remove a deleted image's archive and this host's copy (other hosts' reconcilers do the same)."""
     if payload.get("object_key"):
         await context.objects.delete(str(payload["object_key"]))
@@ -224,11 +204,11 @@ async def delete_image(context: ImageJobContext, payload: dict[str, Any]) -> Non
         await context.runtime.remove_image(str(payload["reference"]), expected_id=payload.get("docker_image_id"))
 
 
-async def fail_image(context: ImageJobContext, payload: dict[str, Any], reason: str) -> None:
+async def fail_image(context: JobContext, payload: dict[str, Any], reason: str) -> None:
     await context.images.fail(str(payload.get("image_id") or ""), reason)
 
 
-async def collect_orphan_images(context: ImageJobContext) -> list[str]:
+async def collect_orphan_images(context: JobContext) -> list[str]:
     """Remove this host's copies of images whose record is gone (a lost delete job, another host's
     delete); returns the references removed."""
     references = await context.runtime.platform_image_references()

@@ -14,26 +14,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from shared.db import get_database
+from shared.db import Database, get_database
 from shared.errors import DependencyError
 from shared.host_store import HostStore
-from shared.jobs import HostJobQueues, JobQueue, ReceivedJob, SqsHostJobQueues, get_job_queue, open_host_job_queue
-from shared.observability import get_logger, log_event
+from shared.jobs import (
+    HostJobQueues,
+    Job,
+    JobKind,
+    JobQueue,
+    ReceivedJob,
+    SqsHostJobQueues,
+    get_job_queue,
+    open_host_job_queue,
+)
+from shared.observability import get_logger, log_event, request_id_var
 from shared.registry import RegistrySettings, get_registry
 from shared.storage import get_object_store
 from worker.admin import WorkerMetrics
+from worker.alert_store import AlertStore
+from worker.alerts import alert_tasks
 from worker.container_jobs import fail_container, reconcile_container
 from worker.container_runtime import DockerRuntime, RuntimeFinal, RuntimeRetryable
 from worker.container_store import WorkerContainerStore
+from worker.context import JobContext
 from worker.hosts import heartbeat, mark_stale_hosts_down, register_this_host
 from worker.image_jobs import (
-    ImageJobContext,
     JobFailed,
     JobRetry,
     collect_orphan_images,
@@ -42,25 +54,33 @@ from worker.image_jobs import (
     process_image,
     remove_stale_scratch,
 )
-from worker.log_shipper import run_log_shipper
+from worker.log_shipper import log_shipper_task
 from worker.log_store import LogStore
-from worker.reconciler import run_reconciler
-from worker.registration import RegistrationStore, RegistrySync, run_registry_sync
+from worker.metering import invoicing_task, metering_task
+from worker.metering_store import MeteringStore
+from worker.periodic import PeriodicTask, run_periodic
+from worker.private_networking import PrivateNetworking
+from worker.reconciler import reconciler_task
+from worker.registration import RegistrationStore, RegistrySync, registry_sync_task
 from worker.rescheduling import reschedule_containers_of_down_hosts
+from worker.rollout_store import RolloutStore
+from worker.rollouts import RolloutDriver, rollout_task
 from worker.settings import WorkerSettings
-from worker.stats import run_sampler
+from worker.stats import sampler_task
 from worker.stats_store import StatsStore
 from worker.store import WorkerImageStore
+from worker.traffic_recorder import traffic_recorder_task
+from worker.traffic_store import TrafficStore
 
 logger = get_logger("worker")
 
-Handler = Callable[[ImageJobContext, dict[str, Any]], Awaitable[None]]
-FailureHandler = Callable[[ImageJobContext, dict[str, Any], str], Awaitable[None]]
+Handler = Callable[[JobContext, dict[str, Any]], Awaitable[None]]
+FailureHandler = Callable[[JobContext, dict[str, Any], str], Awaitable[None]]
 
 HANDLERS: dict[str, tuple[Handler, FailureHandler | None]] = {
-    "image.process": (process_image, fail_image),
-    "image.delete": (delete_image, None),
-    "container.reconcile": (reconcile_container, fail_container),
+    JobKind.PROCESS_IMAGE: (process_image, fail_image),
+    JobKind.DELETE_IMAGE: (delete_image, None),
+    JobKind.RECONCILE_CONTAINER: (reconcile_container, fail_container),
 }
 
 
@@ -69,7 +89,7 @@ class Worker:
         self,
         settings: WorkerSettings,
         queue: JobQueue,
-        context: ImageJobContext,
+        context: JobContext,
         hosts: HostStore | None = None,
         stats: StatsStore | None = None,
         host_queues: HostJobQueues | None = None,
@@ -88,8 +108,23 @@ class Worker:
         self._slots = asyncio.Semaphore(settings.worker_concurrency)
         self._stopping = asyncio.Event()
         self._host_queue_ready = asyncio.Event()
+        self._host_registered = False
         self.completed = 0
         self.metrics = WorkerMetrics()
+        # Tenant networks, firewall and internal DNS (worker.private_networking); None in some tests.
+        self.private: PrivateNetworking | None = None
+        # Services' rolling deploys and replica counts (worker.rollouts); None in some tests.
+        self.rollouts: RolloutDriver | None = None
+        # Metering and invoice finalization (worker.metering): the database they use; None in some tests.
+        self.billing_database: Database | None = None
+        # Alert evaluation and delivery (worker.alerts), listener traffic history (worker.traffic_recorder).
+        self.alerts: AlertStore | None = None
+        self.traffic: TrafficStore | None = None
+
+    @property
+    def stopping(self) -> asyncio.Event:
+        """Set once the worker stops: its poll loops and periodic tasks end."""
+        return self._stopping
 
     def stop(self) -> None:
         """Stop taking new jobs; jobs in flight finish."""
@@ -98,6 +133,8 @@ class Worker:
     async def run(self, *, burst: bool = False) -> None:
         """Poll until stopped (or, in burst mode, until the queues are empty), then drain."""
         remove_stale_scratch(self.settings)
+        if self.private is not None:
+            await self.private.start()  # before any job: no tenant container may reach the host
         admin_port = self.metrics.serve(self.settings)
         if admin_port is not None and self.context.registry_sync is not None:
             self.context.registry_sync.announce_worker(self.settings.worker_admin_address, admin_port)
@@ -108,24 +145,7 @@ class Worker:
             concurrency=self.settings.worker_concurrency,
             metrics_port=admin_port,
         )
-        background = [
-            asyncio.create_task(self._housekeeping()),
-            asyncio.create_task(run_reconciler(self.context, self.settings, self._stopping)),
-        ]
-        if self.hosts is not None:
-            background.append(asyncio.create_task(self._host_heartbeats()))
-        if self.stats is not None:
-            background.append(
-                asyncio.create_task(run_sampler(self.stats, self.context.runtime, self.settings, self._stopping))
-            )
-        if self.context.logs is not None:
-            background.append(
-                asyncio.create_task(
-                    run_log_shipper(self.context.logs, self.context.runtime, self.settings, self._stopping)
-                )
-            )
-        if self.context.registry_sync is not None:
-            background.append(asyncio.create_task(run_registry_sync(self.context.registry_sync, self._stopping)))
+        background = [asyncio.create_task(run_periodic(task, self._stopping)) for task in self.periodic_tasks()]
         try:
             polls = [self._poll("shared", self.queue, burst=burst)]
             if self.hosts is not None:
@@ -185,53 +205,79 @@ class Worker:
         )
         self._host_queue_ready.set()
 
-    async def _housekeeping(self) -> None:
-        """Periodic repairs that no job asks for: images whose delete job was lost."""
-        while not self._stopping.is_set():
-            try:
-                await collect_orphan_images(self.context)
-            except (DependencyError, RuntimeRetryable, RuntimeFinal) as exc:
-                log_event(logger, "housekeeping failed; will retry", error=str(exc))
-            await self._sleep(self.settings.worker_gc_interval_seconds)
+    def periodic_tasks(self) -> list[PeriodicTask]:
+        """What runs beside the poll loops until the worker stops, each in a loop of its own."""
+        tasks = [
+            PeriodicTask(
+                "housekeeping",
+                self.settings.worker_gc_interval_seconds,
+                functools.partial(collect_orphan_images, self.context),
+                retry_on=(DependencyError, RuntimeRetryable, RuntimeFinal),
+            ),
+            reconciler_task(self.context, self.settings),
+        ]
+        if self.hosts is not None:
+            tasks.append(self.host_heartbeat_task())
+            if self.rollouts is not None:
+                tasks.append(rollout_task(self.rollouts))
+        if self.stats is not None:
+            tasks.append(sampler_task(self.stats, self.context.runtime, self.settings))
+        if self.context.logs is not None:
+            tasks.append(log_shipper_task(self.context.logs, self.context.runtime, self.settings))
+        if self.context.registry_sync is not None:
+            tasks.append(registry_sync_task(self.context.registry_sync))
+        if self.private is not None:
+            tasks.append(self.private.periodic_task())
+        if self.billing_database is not None:
+            metering = MeteringStore(self.billing_database)
+            tasks.append(metering_task(metering, self.settings))
+            tasks.append(invoicing_task(self.billing_database, metering, self.settings))
+        if self.alerts is not None:
+            tasks.extend(alert_tasks(self.alerts, self.settings))
+        if self.traffic is not None and self.settings.worker_traffic_recording:
+            tasks.append(traffic_recorder_task(self.traffic, self.settings))
+        return tasks
 
-    async def _host_heartbeats(self) -> None:
-        """Open this host's queue, register the host, keep it alive every ``host_heartbeat_seconds``, mark
-        hosts that fell silent for ``host_down_after_seconds`` as down and move their containers to live
-        hosts (worker.rescheduling). Each step that fails is retried next round; the host registers only
-        once its queue exists."""
+    def host_heartbeat_task(self) -> PeriodicTask:
+        """The host's heartbeat every ``host_heartbeat_seconds`` (see ``_host_heartbeat_round``)."""
+        return PeriodicTask(
+            "host heartbeat",
+            self.settings.host_heartbeat_seconds,
+            self._host_heartbeat_round,
+            retry_on=(DependencyError,),
+        )
+
+    async def _host_heartbeat_round(self) -> None:
+        """Open this host's queue, register the host or keep it alive, mark hosts that fell silent for
+        ``host_down_after_seconds`` as down and move their containers to live hosts (worker.rescheduling).
+        A step that fails is retried next round; the host registers only once its queue exists."""
         assert self.hosts is not None
-        registered = False
-        while not self._stopping.is_set():
-            try:
-                # An unknown host (first start, or its row was removed) is registered again.
-                if not registered or not await heartbeat(self.hosts, self.settings.host_id):
-                    if self.host_queue is None:
-                        await self._open_host_queue()
-                    host = await register_this_host(self.hosts, self.settings)
-                    registered = True
-                    log_event(
-                        logger,
-                        "host registered",
-                        host_id=host.id,
-                        address=host.address,
-                        status=host.status,
-                        cpu=host.cpu_capacity,
-                        memory_mb=host.memory_capacity_mb,
-                    )
-                for host_id in await mark_stale_hosts_down(self.hosts, self.settings.host_down_after_seconds):
-                    log_event(
-                        logger,
-                        "host marked down: no heartbeat",
-                        host_id=host_id,
-                        silent_for_seconds=self.settings.host_down_after_seconds,
-                    )
-                # Every round, not only when a host was just marked down: lost containers that found no
-                # live host last time try again.
-                registry = self.context.registry_sync.registry if self.context.registry_sync is not None else None
-                await reschedule_containers_of_down_hosts(self.hosts, self.host_queues, self.settings, registry)
-            except DependencyError as exc:
-                log_event(logger, "host heartbeat failed; will retry", error=str(exc))
-            await self._sleep(self.settings.host_heartbeat_seconds)
+        # An unknown host (first start, or its row was removed) is registered again.
+        if not self._host_registered or not await heartbeat(self.hosts, self.settings.host_id):
+            if self.host_queue is None:
+                await self._open_host_queue()
+            host = await register_this_host(self.hosts, self.settings)
+            self._host_registered = True
+            log_event(
+                logger,
+                "host registered",
+                host_id=host.id,
+                address=host.address,
+                status=host.status,
+                cpu=host.cpu_capacity,
+                memory_mb=host.memory_capacity_mb,
+            )
+        for host_id in await mark_stale_hosts_down(self.hosts, self.settings.host_down_after_seconds):
+            log_event(
+                logger,
+                "host marked down: no heartbeat",
+                host_id=host_id,
+                silent_for_seconds=self.settings.host_down_after_seconds,
+            )
+        # Every round, not only when a host was just marked down: lost containers that found no live host
+        # last time try again.
+        registry = self.context.registry_sync.registry if self.context.registry_sync is not None else None
+        await reschedule_containers_of_down_hosts(self.hosts, self.host_queues, self.settings, registry)
 
     async def _wait_for_slot(self) -> int:
         """Wait until fewer than ``worker_concurrency`` jobs run (or a stop); how many more may start.
@@ -282,6 +328,16 @@ class Worker:
             return "retry"
         handler, on_failure = HANDLERS[job.kind]
         started = time.monotonic()
+        # The request that caused the job (shared.jobs carries its id): on every log line the job writes.
+        request_token = request_id_var.set(job.request_id or f"job-{job.id}")
+        try:
+            return await self._execute_job(job, handler, on_failure, received, started)
+        finally:
+            request_id_var.reset(request_token)
+
+    async def _execute_job(
+        self, job: Job, handler: Handler, on_failure: FailureHandler | None, received: ReceivedJob, started: float
+    ) -> str:
         try:
             await asyncio.wait_for(handler(self.context, job.payload), self.settings.worker_job_timeout_seconds)
             log_event(logger, "job done", job_id=job.id, kind=job.kind, seconds=round(time.monotonic() - started, 3))
@@ -314,7 +370,9 @@ class Worker:
 
 def build_worker(settings: WorkerSettings) -> Worker:
     database = get_database(settings.database_url, settings.database_pool_max)
-    context = ImageJobContext(
+    registry = get_registry(RegistrySettings())
+    private = PrivateNetworking.build(settings, registry)
+    context = JobContext(
         settings=settings,
         images=WorkerImageStore(database),
         objects=get_object_store(settings),
@@ -322,9 +380,17 @@ def build_worker(settings: WorkerSettings) -> Worker:
         containers=WorkerContainerStore(database),
         hosts=HostStore(database),
         logs=LogStore(database),
-        registry_sync=RegistrySync(get_registry(RegistrySettings()), RegistrationStore(database), settings),
+        registry_sync=RegistrySync(registry, RegistrationStore(database), settings),
+        networks=private.networks,
+        stats=StatsStore(database),
     )
-    return Worker(settings, get_job_queue(settings), context, context.hosts, StatsStore(database))
+    worker = Worker(settings, get_job_queue(settings), context, context.hosts, context.stats)
+    worker.private = private
+    worker.rollouts = RolloutDriver(RolloutStore(database), context.hosts, worker.host_queues, settings, registry)
+    worker.billing_database = database
+    worker.alerts = AlertStore(database)
+    worker.traffic = TrafficStore(database)
+    return worker
 
 
 async def serve(settings: WorkerSettings, *, burst: bool = False) -> int:

@@ -20,16 +20,13 @@ from dataclasses import dataclass, field
 
 from shared.config import HostSettings
 from shared.errors import BerthError, DependencyError
-from shared.host_ports import allocate_port, release_ports
+from shared.host_ports import PortOwnerKind, allocate_port, release_ports
 from shared.host_store import HostStore
-from shared.jobs import HostJobQueues, Job
+from shared.jobs import HostJobQueues, Job, JobKind
 from shared.observability import get_logger, log_event
 from shared.registry import Namespace, ServiceRegistry
 
 logger = get_logger("worker")
-
-RECONCILE_CONTAINER = "container.reconcile"
-PORT_OWNER_KIND = "container"
 
 
 @dataclass
@@ -64,7 +61,7 @@ async def reschedule_containers_of_down_hosts(
         try:
             if row["desired_state"] == "deleted":
                 # Ports first: a sweep that dies in between finds the container again and finishes.
-                await release_ports(hosts, PORT_OWNER_KIND, uuid.UUID(container_id))
+                await release_ports(hosts, PortOwnerKind.CONTAINER, uuid.UUID(container_id))
                 if await hosts.settle_deleted_container(container_id, host_id):
                     result.deleted.append(container_id)
                     log_event(logger, "container deleted: its host is down", container_id=container_id, host_id=host_id)
@@ -74,7 +71,9 @@ async def reschedule_containers_of_down_hosts(
                 log_event(logger, "container lost", container_id=container_id, host_id=host_id)
                 if registry is not None:
                     await registry.deregister(Namespace.CLIENT_CONTAINERS, container_id)
-            moved_to = await _move(hosts, queues, settings, container_id, host_id)
+            moved_to = await _move(
+                hosts, queues, settings, container_id, host_id, row.get("host_region"), row.get("pinned_region")
+            )
         except BerthError as exc:
             log_event(
                 logger, "rescheduling a container failed; will retry", container_id=container_id, error=exc.message
@@ -90,11 +89,24 @@ async def reschedule_containers_of_down_hosts(
 
 
 async def _move(
-    hosts: HostStore, queues: HostJobQueues, settings: HostSettings, container_id: str, from_host: str
+    hosts: HostStore,
+    queues: HostJobQueues,
+    settings: HostSettings,
+    container_id: str,
+    from_host: str,
+    region: str | None = None,
+    pinned_region: str | None = None,
 ) -> str | None:
-    """Move the lost container off ``from_host``: the new host's id; "" when no host is live; None when
-    there is nothing to move (another worker moved it, or holds it now, or its host came back)."""
-    target = await hosts.least_busy_host(settings.host_down_after_seconds, exclude=[from_host])
+    """Move the lost container off ``from_host``: to a live host of ``pinned_region`` (the region it was asked
+    to run in) and nowhere else, or, without one, of its old host's ``region`` first, else of any. The new
+    host's id; "" when no host is live (there); None when there is nothing to move (another worker moved it,
+    or holds it now, or its host came back)."""
+    silence = settings.host_down_after_seconds
+    target = None
+    if pinned_region is not None or region is not None:
+        target = await hosts.least_busy_host(silence, exclude=[from_host], region=pinned_region or region)
+    if target is None and pinned_region is None:
+        target = await hosts.least_busy_host(silence, exclude=[from_host])
     if target is None:
         return ""
     owner = uuid.UUID(container_id)
@@ -102,15 +114,17 @@ async def _move(
         if lost is None:
             return None
         # The old host's ports, and any a move that died half-way left on another host, go first.
-        await release_ports(hosts, PORT_OWNER_KIND, owner)
+        await release_ports(hosts, PortOwnerKind.CONTAINER, owner)
         ports = []
         try:
             for port in lost.ports:
-                host_port = await allocate_port(hosts, target["id"], PORT_OWNER_KIND, owner, settings.host_port_range)
+                host_port = await allocate_port(
+                    hosts, target["id"], PortOwnerKind.CONTAINER, owner, settings.host_port_range
+                )
                 ports.append({**port, "host_ip": target["address"], "host_port": host_port})
         except BaseException:
             # The move rolls back (the container stays lost); the ports claimed so far are freed.
-            await release_ports(hosts, PORT_OWNER_KIND, owner)
+            await release_ports(hosts, PortOwnerKind.CONTAINER, owner)
             raise
         status = "stopped" if lost.desired_state == "stopped" else "pending"
         await lost.move(target["id"], ports, status, f"moved from host {from_host}, which stopped heartbeating")
@@ -131,6 +145,6 @@ async def _send_reconcile(queues: HostJobQueues, host_id: str, container_id: str
     """Queue the host's worker to converge the container; a job that cannot be sent leaves the container
     pending there, for that host's reconciler to pick up."""
     try:
-        await queues.send(host_id, Job(RECONCILE_CONTAINER, {"container_id": container_id}))
+        await queues.send(host_id, Job(JobKind.RECONCILE_CONTAINER, {"container_id": container_id}))
     except DependencyError as exc:
         log_event(logger, "container job not sent", container_id=container_id, host_id=host_id, error=exc.message)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -10,6 +9,8 @@ from fastapi import APIRouter, Query
 from functions.containers import service
 from functions.containers.deps import Containers, Hosts, Queue, Settings
 from functions.containers.models import (
+    MAX_SINCE_LENGTH,
+    NAME_PATTERN,
     Container,
     ContainerEventPage,
     ContainerPage,
@@ -36,7 +37,7 @@ async def list_containers(
     containers: Containers,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
-    service_name: Annotated[str | None, Query(alias="service", max_length=63)] = None,
+    service_name: Annotated[str | None, Query(alias="service", max_length=63, pattern=NAME_PATTERN)] = None,
     state: Annotated[str | None, Query(max_length=20)] = None,
 ) -> ContainerPage:
     return await service.list_containers(containers, user.user_id, limit, cursor, service_name, state)
@@ -84,7 +85,7 @@ async def container_logs(
     user: CurrentUser,
     containers: Containers,
     tail: Annotated[int, Query(ge=1, le=5000)] = 100,
-    since: Annotated[str | None, Query(max_length=64, description="RFC 3339 timestamp or unix seconds")] = None,
+    since: Annotated[str | None, Query(max_length=MAX_SINCE_LENGTH, description="RFC 3339 or unix seconds")] = None,
 ) -> Logs:
     return await service.container_logs(containers, user.user_id, container_id, tail, since)
 
@@ -94,7 +95,7 @@ async def container_stats(
     container_id: str,
     user: CurrentUser,
     containers: Containers,
-    since: datetime | None = None,
+    since: Annotated[str | None, Query(max_length=MAX_SINCE_LENGTH, description="RFC 3339 or unix seconds")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 120,
 ) -> ContainerStats:
     return await service.container_stats(containers, user.user_id, container_id, since, limit)

@@ -22,26 +22,22 @@ from functions.containers.models import (
     parse_since,
 )
 from functions.containers.store import ContainerStore
+from shared.capacity import check_capacity, check_may_start, quota_lock
 from shared.config import FunctionSettings, get_function_settings
-from shared.errors import BadRequest, Conflict, NotFound, ServiceUnavailable, ValidationFailed
-from shared.host_ports import allocate_port, release_ports
+from shared.container_placement import place_container
+from shared.errors import BadRequest, Conflict, NotFound, ValidationFailed
 from shared.host_store import HostStore
-from shared.jobs import HostJobQueues, Job
+from shared.jobs import HostJobQueues, Job, JobKind
 from shared.observability import get_logger
 from shared.pagination import (
     decode_cursor,
     decode_sequence_cursor,
-    encode_cursor,
     encode_sequence_cursor,
+    page_of,
     parse_id,
 )
 from shared.secrets import seal_env
 
-RECONCILE_CONTAINER = "container.reconcile"
-PORT_OWNER_KIND = "container"
-
-# The most memory one container of a plan may have; unknown plans get the free plan's.
-PLAN_MEMORY_LIMIT_MB = {"free": 512, "pro": 4096, "team": 8192}
 STATES = ("pending", "creating", "starting", "running", "unhealthy", "stopping", "stopped", "deleted", "failed", "lost")
 
 logger = get_logger("containers", get_function_settings().log_level)
@@ -52,10 +48,13 @@ def _container(row: dict[str, Any]) -> Container:
         id=str(row["id"]),
         name=row["name"],
         service=row["service"],
+        release=row.get("release_number"),
         image_id=str(row["image_id"]),
         status=row["status"],
         desired_state=row["desired_state"],
         host_id=row["host_id"],
+        region=row.get("region"),
+        requested_region=row.get("requested_region"),
         ports=[Port(**port) for port in row["ports"] or []],
         reason=row["reason"],
         command=row["command"],
@@ -88,12 +87,7 @@ async def create_container(
     plan: str,
     body: CreateContainer,
 ) -> Container:
-    limit = PLAN_MEMORY_LIMIT_MB.get(plan, PLAN_MEMORY_LIMIT_MB["free"])
-    if body.memory_mb > limit:
-        raise ValidationFailed(
-            f"memory_mb {body.memory_mb} is above your {plan} plan's limit of {limit} MB per container.",
-            details=[{"loc": ["body", "memory_mb"], "msg": f"at most {limit}"}],
-        )
+    await check_capacity(owner_id, plan, 1, body.memory_mb)
     image = await containers.image(owner_id, parse_id(body.image_id))
     if image is None:
         raise NotFound(f"No image {body.image_id}.")
@@ -101,23 +95,15 @@ async def create_container(
         raise Conflict(
             f"Image {image['name']}:{image['tag']} is {image['status']}; only a ready image can be deployed."
         )
-    host = await hosts.least_busy_host(settings.host_down_after_seconds)
-    if host is None:
-        raise ServiceUnavailable("No container host is available right now; try again in a minute.")
-    container_id = uuid.uuid4()
-    ports: list[dict[str, Any]] = []
-    try:
-        for port in body.ports:
-            host_port = await allocate_port(hosts, host["id"], PORT_OWNER_KIND, container_id, settings.host_port_range)
-            ports.append(
-                {
-                    "container_port": port.container_port,
-                    "protocol": port.protocol,
-                    "host_ip": host["address"],
-                    "host_port": host_port,
-                }
-            )
-        row = await containers.create(
+
+    async def insert(container_id: uuid.UUID, host_id: str, ports: list[dict[str, Any]]) -> dict[str, Any] | None:
+        # Checked again with the insert, under the owner's lock: concurrent creates cannot pass the quota.
+        async with quota_lock(owner_id):
+            await check_capacity(owner_id, plan, 1, body.memory_mb)
+            return await _insert(container_id, host_id, ports)
+
+    async def _insert(container_id: uuid.UUID, host_id: str, ports: list[dict[str, Any]]) -> dict[str, Any] | None:
+        return await containers.create(
             str(container_id),
             owner_id,
             {
@@ -133,16 +119,20 @@ async def create_container(
                 "memory_mb": body.memory_mb,
                 "restart_policy": body.restart_policy,
                 "health_check": health_check.model_dump() if (health_check := body.normalised_health_check()) else None,
-                "host_id": host["id"],
+                "host_id": host_id,
+                "region": body.region,
             },
         )
-    except BaseException:
-        await release_ports(hosts, PORT_OWNER_KIND, container_id)
-        raise
+
+    if body.region is not None and body.region not in await hosts.regions():
+        raise ValidationFailed(
+            f"No host belongs to region {body.region!r}; leave region out or name a region of your hosts.",
+            details=[{"loc": ["body", "region"], "msg": "unknown region"}],
+        )
+    ports = [port.model_dump() for port in body.ports]
+    row = await place_container(hosts, queue, settings, ports, insert, region=body.region)
     if row is None:
-        await release_ports(hosts, PORT_OWNER_KIND, container_id)
         raise Conflict(f"You already have a container named {body.name}; pick another name or delete it first.")
-    await queue.send(host["id"], Job(RECONCILE_CONTAINER, {"container_id": str(container_id)}))
     return _container(row)
 
 
@@ -160,13 +150,11 @@ async def list_containers(
 ) -> ContainerPage:
     if state is not None and state not in STATES:
         raise BadRequest(f"Unknown state {state!r}; one of {', '.join(STATES)}.")
-    rows = await containers.page(owner_id, limit + 1, decode_cursor(cursor) if cursor else None, service, state)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return ContainerPage(
-        items=[_container(row) for row in rows],
-        next_cursor=encode_cursor(rows[-1]) if more and rows else None,
+    rows = await containers.page(
+        owner_id, limit + 1, decode_cursor(cursor) if cursor is not None else None, service, state
     )
+    items, next_cursor = page_of(rows, limit, _container)
+    return ContainerPage(items=items, next_cursor=next_cursor)
 
 
 # action -> (desired state, desired states it may come from)
@@ -188,6 +176,8 @@ async def change_state(
     """Record what the tenant wants and queue the host worker to converge on it."""
     desired, allowed_from = _ACTIONS[action]
     row = await _owned(containers, owner_id, container_id)
+    if desired == "running":
+        await check_may_start(owner_id)  # a suspended account's containers stay stopped
     updated = await containers.set_desired(owner_id, str(row["id"]), desired, allowed_from)
     if updated is None:
         raise Conflict(f"Container {row['name']} is being deleted; it cannot {action}.")
@@ -195,7 +185,7 @@ async def change_state(
     if action == "restart":
         payload["restart"] = True
     # To the queue of the host the container is on now (a move to another host commits before this reads).
-    await queue.send(updated["host_id"], Job(RECONCILE_CONTAINER, payload))
+    await queue.send(updated["host_id"], Job(JobKind.RECONCILE_CONTAINER, payload))
     return _container(updated)
 
 
@@ -203,15 +193,24 @@ async def container_events(
     containers: ContainerStore, owner_id: str, container_id: str, limit: int, cursor: str | None
 ) -> ContainerEventPage:
     """The container's status and desired-state changes, newest first, a page at a time."""
-    before = decode_sequence_cursor("event", cursor) if cursor else None
+    before = decode_sequence_cursor(cursor) if cursor is not None else None
     row = await _owned(containers, owner_id, container_id)
     rows = await containers.events(str(row["id"]), limit + 1, before)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return ContainerEventPage(
-        items=[ContainerEvent(**{**event, "id": str(event["id"])}) for event in rows],
-        next_cursor=encode_sequence_cursor("event", rows[-1]["id"]) if more and rows else None,
+    items, next_cursor = page_of(
+        rows,
+        limit,
+        lambda event: ContainerEvent(**{**event, "id": str(event["id"])}),
+        lambda last: encode_sequence_cursor(last["id"]),
     )
+    return ContainerEventPage(items=items, next_cursor=next_cursor)
+
+
+def _since(since: str | None) -> datetime | None:
+    """A ``since`` query value as a time (RFC 3339 or unix seconds, as the document declares it); 422 otherwise."""
+    try:
+        return parse_since(since) if since is not None else None
+    except ValueError as exc:
+        raise ValidationFailed(str(exc), details=[{"field": "since", "message": str(exc)}]) from exc
 
 
 async def container_logs(
@@ -219,18 +218,16 @@ async def container_logs(
 ) -> Logs:
     """The newest ``tail`` lines the host worker shipped (at or after ``since``), oldest first, whatever the
     container's status: logs outlive a stopped, failed, lost or deleted container."""
-    try:
-        after = parse_since(since) if since is not None else None
-    except ValueError as exc:
-        raise ValidationFailed(str(exc), details=[{"field": "since", "message": str(exc)}]) from exc
+    after = _since(since)
     row = await _owned(containers, owner_id, container_id)
     return Logs(lines=[LogLine(**line) for line in await containers.logs(str(row["id"]), tail, after)])
 
 
 async def container_stats(
-    containers: ContainerStore, owner_id: str, container_id: str, since: datetime | None, limit: int
+    containers: ContainerStore, owner_id: str, container_id: str, since_text: str | None, limit: int
 ) -> ContainerStats:
     """The newest sample (None before the host worker took one) and up to ``limit`` samples, oldest first."""
+    since = _since(since_text)
     row = await _owned(containers, owner_id, container_id)
     history = [StatsSample(**sample) for sample in await containers.stats(str(row["id"]), since, limit)]
     if history and since is None:

@@ -8,19 +8,18 @@ from typing import Any
 from psycopg import errors
 from psycopg.types.json import Jsonb
 
+from shared.container_stats import STAT_FIELDS
 from shared.db import Database
 
 _COLUMNS = (
     "id, owner_id, image_id, name, service, command, env, secret_env_names, ports, cpu, memory_mb, restart_policy, "
     "health_check, host_id, docker_id, desired_state, status, reason, restart_count, exit_code, created_at, "
-    "updated_at"
+    "updated_at, release_number, region AS requested_region, "
+    "(SELECT h.region FROM hosts h WHERE h.id = containers.host_id) AS region"
 )
 
 
-_STATS_COLUMNS = (
-    "cpu_percent, memory_bytes, memory_limit_bytes, net_rx_bytes, net_tx_bytes, block_read_bytes, "
-    "block_write_bytes, fs_bytes, ts"
-)
+_STATS_COLUMNS = ", ".join((*STAT_FIELDS, "ts"))
 
 
 class ContainerStore:
@@ -29,11 +28,9 @@ class ContainerStore:
 
     async def image(self, owner_id: str, image_id: str) -> dict[str, Any] | None:
         """The owner's image (id, name, tag, status), or None."""
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
-                "SELECT id, name, tag, status FROM images WHERE id = %s AND owner_id = %s", (image_id, owner_id)
-            )
-            return await cursor.fetchone()
+        return await self._db.fetch_one(
+            "SELECT id, name, tag, status FROM images WHERE id = %s AND owner_id = %s", (image_id, owner_id)
+        )
 
     async def create(self, container_id: str, owner_id: str, values: dict[str, Any]) -> dict[str, Any] | None:
         """Insert a pending container; None when the owner has a live container of that name.
@@ -47,8 +44,8 @@ class ContainerStore:
             try:
                 cursor = await conn.execute(
                     "INSERT INTO containers (id, owner_id, image_id, name, service, command, env, secret_env, "
-                    "secret_env_names, ports, cpu, memory_mb, restart_policy, health_check, host_id) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                    "secret_env_names, ports, cpu, memory_mb, restart_policy, health_check, host_id, region) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
                     f"RETURNING {_COLUMNS}",
                     (
                         container_id,
@@ -66,6 +63,7 @@ class ContainerStore:
                         values["restart_policy"],
                         Jsonb(values["health_check"]) if values["health_check"] is not None else None,
                         values["host_id"],
+                        values.get("region"),
                     ),
                 )
             except errors.UniqueViolation:
@@ -73,11 +71,9 @@ class ContainerStore:
             return await cursor.fetchone()
 
     async def get(self, owner_id: str, container_id: str) -> dict[str, Any] | None:
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
-                f"SELECT {_COLUMNS} FROM containers WHERE id = %s AND owner_id = %s", (container_id, owner_id)
-            )
-            return await cursor.fetchone()
+        return await self._db.fetch_one(
+            f"SELECT {_COLUMNS} FROM containers WHERE id = %s AND owner_id = %s", (container_id, owner_id)
+        )
 
     async def page(
         self,
@@ -103,26 +99,22 @@ class ContainerStore:
             conditions.append("(created_at, id) < (%s, %s)")
             params.extend(after)
         params.append(limit)
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
-                f"SELECT {_COLUMNS} FROM containers WHERE {' AND '.join(conditions)} "
-                "ORDER BY created_at DESC, id DESC LIMIT %s",
-                params,
-            )
-            return await cursor.fetchall()
+        return await self._db.fetch_all(
+            f"SELECT {_COLUMNS} FROM containers WHERE {' AND '.join(conditions)} "
+            "ORDER BY created_at DESC, id DESC LIMIT %s",
+            params,
+        )
 
     async def set_desired(
         self, owner_id: str, container_id: str, desired: str, allowed_from: tuple[str, ...]
     ) -> dict[str, Any] | None:
         """Set the desired state when the current one is one of ``allowed_from``; None otherwise."""
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
-                "UPDATE containers SET desired_state = %s, reason = NULL, updated_at = now() "
-                "WHERE id = %s AND owner_id = %s AND desired_state = ANY(%s) "
-                f"RETURNING {_COLUMNS}",
-                (desired, container_id, owner_id, list(allowed_from)),
-            )
-            return await cursor.fetchone()
+        return await self._db.fetch_one(
+            "UPDATE containers SET desired_state = %s, reason = NULL, updated_at = now() "
+            "WHERE id = %s AND owner_id = %s AND desired_state = ANY(%s) "
+            f"RETURNING {_COLUMNS}",
+            (desired, container_id, owner_id, list(allowed_from)),
+        )
 
     async def events(self, container_id: str, limit: int, before_id: int | None) -> list[dict[str, Any]]:
         """The container's status history, newest first; ``before_id`` is the previous page's last event id.
@@ -133,13 +125,11 @@ class ContainerStore:
             conditions.append("id < %s")
             params.append(before_id)
         params.append(limit)
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
-                "SELECT id, ts, status, desired_state, reason FROM container_events "
-                f"WHERE {' AND '.join(conditions)} ORDER BY id DESC LIMIT %s",
-                params,
-            )
-            return await cursor.fetchall()
+        return await self._db.fetch_all(
+            "SELECT id, ts, status, desired_state, reason FROM container_events "
+            f"WHERE {' AND '.join(conditions)} ORDER BY id DESC LIMIT %s",
+            params,
+        )
 
     async def logs(self, container_id: str, tail: int, since: datetime | None) -> list[dict[str, Any]]:
         """The container's newest ``tail`` shipped log lines (at or after ``since`` when given), oldest first.
@@ -159,18 +149,14 @@ class ContainerStore:
         """The newest ``limit`` rows of a per-container time series (``ts {after} since``), oldest first."""
         conditions = "container_id = %s" + (f" AND ts {after} %s" if since is not None else "")
         params: list[Any] = [container_id, *([since] if since is not None else []), limit]
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
-                f"SELECT {columns} FROM {table} WHERE {conditions} ORDER BY {order} LIMIT %s", params
-            )
-            rows = await cursor.fetchall()
+        rows = await self._db.fetch_all(
+            f"SELECT {columns} FROM {table} WHERE {conditions} ORDER BY {order} LIMIT %s", params
+        )
         rows.reverse()
         return rows
 
     async def latest_stats(self, container_id: str) -> dict[str, Any] | None:
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
-                f"SELECT {_STATS_COLUMNS} FROM container_stats WHERE container_id = %s ORDER BY ts DESC LIMIT 1",
-                (container_id,),
-            )
-            return await cursor.fetchone()
+        return await self._db.fetch_one(
+            f"SELECT {_STATS_COLUMNS} FROM container_stats WHERE container_id = %s ORDER BY ts DESC LIMIT 1",
+            (container_id,),
+        )

@@ -7,14 +7,12 @@ from typing import Any
 
 from functions.images.models import Accepted, CreatedImage, Image, ImagePage, Upload
 from functions.images.store import ImageStore
+from shared.capacity import check_image_capacity, quota_lock
 from shared.config import FunctionSettings
 from shared.errors import Conflict, NotFound, PayloadTooLarge
-from shared.jobs import Job, JobQueue
-from shared.pagination import decode_cursor, encode_cursor, parse_id
+from shared.jobs import Job, JobKind, JobQueue
+from shared.pagination import decode_cursor, page_of, parse_id
 from shared.storage import ObjectStore
-
-PROCESS_IMAGE = "image.process"
-DELETE_IMAGE = "image.delete"
 
 
 def _image(row: dict[str, Any]) -> Image:
@@ -52,7 +50,9 @@ async def create_image(
     images: ImageStore, objects: ObjectStore, settings: FunctionSettings, owner_id: str, name: str, tag: str
 ) -> CreatedImage:
     image_id = str(uuid.uuid4())
-    row = await images.create(owner_id, name, tag, image_id, _object_key(owner_id, image_id))
+    async with quota_lock(owner_id):  # the check and the insert together, so concurrent creates cannot pass it
+        await check_image_capacity(owner_id)
+        row = await images.create(owner_id, name, tag, image_id, _object_key(owner_id, image_id))
     if row is None:
         raise Conflict(f"You already have an image named {name}:{tag}; pick another tag or delete it first.")
     upload = _upload(objects, row["object_key"], settings)
@@ -80,12 +80,9 @@ async def get_image(images: ImageStore, owner_id: str, image_id: str) -> Image:
 
 
 async def list_images(images: ImageStore, owner_id: str, limit: int, cursor: str | None) -> ImagePage:
-    rows = await images.page(owner_id, limit + 1, decode_cursor(cursor) if cursor else None)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return ImagePage(
-        items=[_image(row) for row in rows], next_cursor=encode_cursor(rows[-1]) if more and rows else None
-    )
+    rows = await images.page(owner_id, limit + 1, decode_cursor(cursor) if cursor is not None else None)
+    items, next_cursor = page_of(rows, limit, _image)
+    return ImagePage(items=items, next_cursor=next_cursor)
 
 
 async def complete_upload(
@@ -112,7 +109,7 @@ async def complete_upload(
     if updated is None:
         latest = await _owned(images, owner_id, image_id)
         return Accepted(id=str(latest["id"]), status=latest["status"])
-    await queue.send(Job(PROCESS_IMAGE, {"image_id": str(row["id"])}))
+    await queue.send(Job(JobKind.PROCESS_IMAGE, {"image_id": str(row["id"])}))
     return Accepted(id=str(row["id"]), status="uploaded")
 
 
@@ -128,7 +125,7 @@ async def delete_image(images: ImageStore, queue: JobQueue, owner_id: str, image
     # Storage and every host's copy are cleaned by the workers; the record is gone now.
     await queue.send(
         Job(
-            DELETE_IMAGE,
+            JobKind.DELETE_IMAGE,
             {
                 "image_id": str(row["id"]),
                 "owner_id": str(row["owner_id"]),

@@ -23,61 +23,49 @@ class ImageStore:
 
     async def create(self, owner_id: str, name: str, tag: str, image_id: str, object_key: str) -> dict[str, Any] | None:
         """Insert a pending image; None when the owner already has ``name:tag``."""
-        async with self._db.transaction() as conn:
-            try:
-                cursor = await conn.execute(
-                    f"INSERT INTO images (id, owner_id, name, tag, object_key) VALUES (%s, %s, %s, %s, %s) "
-                    f"RETURNING {_COLUMNS}",
-                    (image_id, owner_id, name, tag, object_key),
-                )
-            except errors.UniqueViolation:
-                return None
-            return await cursor.fetchone()
+        try:
+            return await self._db.fetch_one(
+                f"INSERT INTO images (id, owner_id, name, tag, object_key) VALUES (%s, %s, %s, %s, %s) "
+                f"RETURNING {_COLUMNS}",
+                (image_id, owner_id, name, tag, object_key),
+            )
+        except errors.UniqueViolation:
+            return None
 
     async def get(self, owner_id: str, image_id: str) -> dict[str, Any] | None:
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
-                f"SELECT {_COLUMNS} FROM images WHERE id = %s AND owner_id = %s", (image_id, owner_id)
-            )
-            return await cursor.fetchone()
+        return await self._db.fetch_one(
+            f"SELECT {_COLUMNS} FROM images WHERE id = %s AND owner_id = %s", (image_id, owner_id)
+        )
 
     async def page(self, owner_id: str, limit: int, after: tuple[datetime, str] | None) -> list[dict[str, Any]]:
         """Newest first; ``after`` is the (created_at, id) of the last row of the previous page."""
-        async with self._db.transaction() as conn:
-            if after is None:
-                cursor = await conn.execute(
-                    f"SELECT {_COLUMNS} FROM images WHERE owner_id = %s ORDER BY created_at DESC, id DESC LIMIT %s",
-                    (owner_id, limit),
-                )
-            else:
-                cursor = await conn.execute(
-                    f"SELECT {_COLUMNS} FROM images WHERE owner_id = %s AND (created_at, id) < (%s, %s) "
-                    "ORDER BY created_at DESC, id DESC LIMIT %s",
-                    (owner_id, after[0], after[1], limit),
-                )
-            return await cursor.fetchall()
+        if after is None:
+            return await self._db.fetch_all(
+                f"SELECT {_COLUMNS} FROM images WHERE owner_id = %s ORDER BY created_at DESC, id DESC LIMIT %s",
+                (owner_id, limit),
+            )
+        return await self._db.fetch_all(
+            f"SELECT {_COLUMNS} FROM images WHERE owner_id = %s AND (created_at, id) < (%s, %s) "
+            "ORDER BY created_at DESC, id DESC LIMIT %s",
+            (owner_id, after[0], after[1], limit),
+        )
 
     async def mark_uploaded(self, owner_id: str, image_id: str, upload_bytes: int) -> dict[str, Any] | None:
         """pending_upload/uploaded/failed -> uploaded, queued for processing; None if in another state."""
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
-                f"UPDATE images SET status = 'uploaded', upload_bytes = %s, reason = NULL, "
-                "progress = %s, updated_at = now() "
-                "WHERE id = %s AND owner_id = %s AND status IN ('pending_upload', 'uploaded', 'failed') "
-                f"RETURNING {_COLUMNS}",
-                (upload_bytes, Jsonb({"stage": "queued", "percent": 0}), image_id, owner_id),
-            )
-            return await cursor.fetchone()
+        return await self._db.fetch_one(
+            f"UPDATE images SET status = 'uploaded', upload_bytes = %s, reason = NULL, "
+            "progress = %s, updated_at = now() "
+            "WHERE id = %s AND owner_id = %s AND status IN ('pending_upload', 'uploaded', 'failed') "
+            f"RETURNING {_COLUMNS}",
+            (upload_bytes, Jsonb({"stage": "queued", "percent": 0}), image_id, owner_id),
+        )
 
     async def containers_using(self, owner_id: str, image_id: str) -> list[str]:
         """The names of the owner's containers (not deleted) made from the image."""
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
-                "SELECT name FROM containers WHERE image_id = %s AND owner_id = %s AND status <> 'deleted' "
-                "ORDER BY name",
-                (image_id, owner_id),
-            )
-            rows = await cursor.fetchall()
+        rows = await self._db.fetch_all(
+            "SELECT name FROM containers WHERE image_id = %s AND owner_id = %s AND status <> 'deleted' ORDER BY name",
+            (image_id, owner_id),
+        )
         return [row["name"] for row in rows]
 
     async def delete(self, owner_id: str, image_id: str) -> dict[str, Any] | None:

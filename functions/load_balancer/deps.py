@@ -1,4 +1,4 @@
-"""Dependencies of the load-balancer routes: settings, the listener store and lb-runtime's stats."""
+"""Dependencies of the load-balancer routes: settings, the listener and certificate stores, lb-runtime's stats."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ from typing import Annotated, Any
 import httpx
 from fastapi import Depends
 
-from functions.load_balancer.store import ListenerStore
+from functions.load_balancer.certificate_store import CertificateStore
+from functions.load_balancer.hostname_store import HostnameStore
+from functions.load_balancer.ownership import DnsHttpProof, OwnershipProof
+from functions.load_balancer.store import ListenerStore, TrafficHistoryStore
 from shared.config import FunctionSettings, get_function_settings
 from shared.db import get_database
 from shared.errors import ServiceUnavailable
@@ -38,10 +41,33 @@ async def _listeners() -> ListenerStore:
     return ListenerStore(get_database(settings.database_url, settings.database_pool_max))
 
 
+async def _certificates() -> CertificateStore:
+    settings = get_function_settings()
+    return CertificateStore(get_database(settings.database_url, settings.database_pool_max))
+
+
+async def _history() -> TrafficHistoryStore:
+    settings = get_function_settings()
+    return TrafficHistoryStore(get_database(settings.database_url, settings.database_pool_max))
+
+
+async def _hostnames() -> HostnameStore:
+    settings = get_function_settings()
+    return HostnameStore(get_database(settings.database_url, settings.database_pool_max))
+
+
+async def _ownership() -> OwnershipProof:
+    return DnsHttpProof()
+
+
 async def _traffic() -> LbRuntimeStats:
     return LbRuntimeStats(get_function_settings().lb_admin_url)
 
 
 Settings = Annotated[FunctionSettings, Depends(get_function_settings)]
 Listeners = Annotated[ListenerStore, Depends(_listeners)]
+Certificates = Annotated[CertificateStore, Depends(_certificates)]
+Hostnames = Annotated[HostnameStore, Depends(_hostnames)]
+Ownership = Annotated[OwnershipProof, Depends(_ownership)]
 Traffic = Annotated[LbRuntimeStats, Depends(_traffic)]
+TrafficHistory = Annotated[TrafficHistoryStore, Depends(_history)]

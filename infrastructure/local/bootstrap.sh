@@ -51,11 +51,13 @@ wanted=()
 command -v dockerd >/dev/null 2>&1 && command -v docker >/dev/null 2>&1 || wanted+=(docker.io)
 # A static busybox is what tiny test images are built from, without pulling anything from a registry.
 installed busybox-static || wanted+=(busybox-static)
-if ! port_answers $PG_PORT && ! compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null; then
+# The server's binaries even when a PostgreSQL answers elsewhere: the chaos suite (tests/chaos) runs a
+# private cluster of its own with them, and likewise a private redis-server.
+if ! compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null; then
   wanted+=(postgresql)
 fi
 command -v psql >/dev/null 2>&1 || wanted+=(postgresql-client)
-if ! port_answers $REDIS_PORT && ! command -v redis-server >/dev/null 2>&1; then
+if ! command -v redis-server >/dev/null 2>&1; then
   wanted+=(redis-server)
 fi
 
@@ -74,12 +76,21 @@ PYTHON="$(pick_python)" || die "Python 3.11 or newer is needed (apt-get install 
 # Debian splits venv/ensurepip out of its own Python; .venv and the tool venvs need it.
 "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || wanted+=(python3-venv)
 command -v make >/dev/null 2>&1 || wanted+=(make)
+# lb-runtime's compiled hot path needs a C compiler and Python's headers (without them it runs pure Python).
+command -v gcc >/dev/null 2>&1 || wanted+=(gcc)
+"$PYTHON" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+  2>/dev/null || wanted+=(python3-dev)
 # The UI's browser tests (tests/ui) drive Debian's Chromium through Playwright; no browser is downloaded.
 [ -x /usr/bin/chromium ] || wanted+=(chromium)
 
 if [ ${#wanted[@]} -gt 0 ]; then
   say "installing ${wanted[*]}"
   as_root apt-get update -qq
+  if port_answers $PG_PORT && [[ " ${wanted[*]} " == *" postgresql "* ]]; then
+    # Only the server's binaries are wanted (a PostgreSQL already answers): no second Debian cluster.
+    as_root mkdir -p /etc/postgresql-common/createcluster.d
+    echo 'create_main_cluster = false' | as_root tee /etc/postgresql-common/createcluster.d/berth.conf >/dev/null
+  fi
   as_root apt-get install -y -qq --no-install-recommends "${wanted[@]}" >/dev/null
 else
   say "system packages: all present"
@@ -193,4 +204,6 @@ if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$want_stamp" ]; then
 else
   say "Python: .venv up to date"
 fi
+# Rebuilt only when lb-runtime's hot-path sources changed; a failure leaves the pure-Python path serving.
+"$VENV/bin/python" lb-runtime/build_hot_path.py --if-stale --optional | sed 's/^/bootstrap: /'
 say "ready: next run 'make up' (or .venv/bin/berth local up)"

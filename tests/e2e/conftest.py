@@ -9,6 +9,11 @@ import httpx
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def _backing_services(backing_services: None) -> None:
+    """Every end-to-end test may talk to PostgreSQL, Redis and moto, directly or through the gateway."""
+
+
 @dataclass
 class SignedInUser:
     id: str

@@ -5,7 +5,6 @@ from __future__ import annotations
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from shared.config import PROJECT_ROOT, get_function_settings
 from shared.migrate import apply_migrations, drop_database
 from tests.conftest import TEST_DATABASE_URL, UNLIMITED, RunningGateway, start_gateway, stop_process
 from tests.e2e.conftest import SignedInUser
+from tests.support.waiting import wait_until
 
 PASSWORD = "correct horse battery"
 
@@ -200,26 +200,31 @@ def test_rotating_keys_logs_nobody_out(fresh_key_gateway: RunningGateway) -> Non
 
         # Published at once (the JWKS route answers from a copy up to a second old), not signing yet.
         assert kid_of(client.post("/api/auth/signin", json=credentials).json()["access_token"]) == old_kid
-        deadline = time.monotonic() + 5
-        while len(published := published_kids(client)) < 2:
-            assert time.monotonic() < deadline, published
-            time.sleep(0.2)
+        published = wait_until(
+            lambda: kids if len(kids := published_kids(client)) >= 2 else None,
+            timeout=5,
+            interval=0.2,
+            message="the rotated key was not published",
+        )
         (new_kid,) = published - {old_kid}
         assert new_kid in rotated.stdout
         assert client.get("/api/auth/me", headers=bearer(before["access_token"])).status_code == 200
 
         # Once it activates, sign-ins get tokens of the new key; tokens of the old one keep working.
-        deadline = time.monotonic() + 15
-        while kid_of(after := client.post("/api/auth/signin", json=credentials).json()["access_token"]) == old_kid:
-            assert time.monotonic() < deadline, "the new key did not start signing"
-            time.sleep(0.5)
+        def token_of_a_new_key() -> str | None:
+            token = str(client.post("/api/auth/signin", json=credentials).json()["access_token"])
+            return token if kid_of(token) != old_kid else None
+
+        after = wait_until(token_of_a_new_key, timeout=15, interval=0.5, message="the new key did not start signing")
         assert kid_of(after) == new_kid
+
         # This gateway read the JWKS before the rotation and caches it longer than this test's activation
         # delay, so it meets the kid as unknown and re-reads, but at most every few seconds: allow for it.
-        deadline = time.monotonic() + 10
-        while (me := client.get("/api/auth/me", headers=bearer(after))).status_code != 200:
-            assert time.monotonic() < deadline, me.text
-            time.sleep(0.5)
+        def accepted() -> httpx.Response | None:
+            answer = client.get("/api/auth/me", headers=bearer(after))
+            return answer if answer.status_code == 200 else None
+
+        me = wait_until(accepted, timeout=10, interval=0.5, message="the gateway never accepted a token of the new key")
         assert me.json()["email"] == email
         assert client.get("/api/auth/me", headers=bearer(before["access_token"])).status_code == 200
         assert old_kid in published_kids(client)

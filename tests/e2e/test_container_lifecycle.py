@@ -24,6 +24,7 @@ from shared.jobs import Job
 from shared.storage import aws_client
 from tests.conftest import RUN_ID, RunningWorker, start_worker, stop_process
 from tests.support.docker_images import built_test_image
+from tests.support.waiting import wait_until
 from worker.container_runtime import CLUSTER_LABEL, CONTAINER_ID_LABEL
 from worker.settings import WorkerSettings
 
@@ -144,14 +145,13 @@ def _record(place: dict[str, Any], container_id: str) -> dict[str, Any]:
 def _wait(
     what: str, read: Callable[[], Any], done: Callable[[Any], bool], timeout: float = 60, every: float = 0.2
 ) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
+    """Until ``done(read())``; that last value read."""
+
+    def reached() -> tuple[Any] | None:
         value = read()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout}s; last seen: {value}")
-        time.sleep(every)
+        return (value,) if done(value) else None  # wrapped: a falsy value may be the awaited one
+
+    return wait_until(reached, timeout=timeout, interval=every, message=f"{what} did not happen")[0]
 
 
 def _labelled(docker_client: docker.DockerClient, container_id: str) -> list[Any]:
@@ -220,6 +220,7 @@ def test_sigterm_leaves_containers_running_and_the_next_worker_adopts_them(
     # WHEN a new worker starts and reconciles a few rounds
     second = _start(place, workers, tmp_path)
     _wait("the reconciler's start", second.log, lambda log: "reconciler started" in log, timeout=30)
+    # Part of the check: nothing may change while rounds pass, and no event marks a round, so let four pass.
     time.sleep(4 * RECONCILE_INTERVAL_SECONDS)
 
     # THEN it adopted the same container: not restarted, not duplicated, still recorded running

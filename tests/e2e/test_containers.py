@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,6 +23,7 @@ from tests.conftest import RUN_ID, TEST_DATABASE_URL, RunningGateway, RunningWor
 from tests.e2e.conftest import SignedInUser, sign_up_and_in
 from tests.e2e.test_images import upload_and_process
 from tests.support.docker_images import build_test_image, save_image
+from tests.support.waiting import wait_until
 from worker.container_runtime import CONTAINER_ID_LABEL, OWNER_LABEL
 
 pytestmark = pytest.mark.docker
@@ -57,39 +57,38 @@ def _user(client: httpx.Client, owners: list[str]) -> SignedInUser:
 
 def _create(client: httpx.Client, user: SignedInUser, body: dict[str, Any], timeout: float = 30) -> httpx.Response:
     """POST /api/containers, waiting (on 503) for the session worker to register its host."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def answered() -> httpx.Response | None:
         answer = client.post("/api/containers", json=body, headers=user.auth_headers)
-        if answer.status_code != 503 or time.monotonic() > deadline:
-            return answer
-        time.sleep(0.5)
+        return None if answer.status_code == 503 else answer
+
+    return wait_until(answered, timeout=timeout, interval=0.5, message="no host registered to take the container")
 
 
 def _wait_for(
     client: httpx.Client, user: SignedInUser, container_id: str, status: str, timeout: float = 60
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    body: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+
+    def in_status() -> dict[str, Any] | None:
         answer = client.get(f"/api/containers/{container_id}", headers=user.auth_headers)
         assert answer.status_code == 200, answer.text
-        body = answer.json()
-        if body["status"] == status:
-            return body
+        body = dict(answer.json())
         assert body["status"] != "failed", body
-        time.sleep(0.3)
-    raise AssertionError(f"container {container_id} did not become {status} within {timeout}s: {body}")
+        return body if body["status"] == status else None
+
+    return wait_until(
+        in_status, timeout=timeout, interval=0.3, message=f"container {container_id} did not become {status}"
+    )
 
 
 def _whoami(port: int, timeout: float = 15) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/cgi-bin/whoami", timeout=3)
-        except httpx.HTTPError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
+    return wait_until(
+        lambda: httpx.get(f"http://127.0.0.1:{port}/cgi-bin/whoami", timeout=3),
+        timeout=timeout,
+        interval=0.3,
+        ignoring=(httpx.HTTPError,),
+        message=f"nothing answered on port {port}",
+    )
 
 
 def _answers(port: int) -> bool:
@@ -102,16 +101,17 @@ def _answers(port: int) -> bool:
 
 def _wait_for_stats(client: httpx.Client, user: SignedInUser, container_id: str, timeout: float = 20) -> Any:
     """GET /api/containers/{id}/stats until the worker's sampler stored a first sample."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def sampled() -> Any:
         answer = client.get(f"/api/containers/{container_id}/stats", headers=user.auth_headers)
         assert answer.status_code == 200, answer.text
         stats = answer.json()
-        if stats["latest"] is not None:
-            return stats
-        assert stats["history"] == []
-        assert time.monotonic() < deadline, "no stats sample within the timeout"
-        time.sleep(0.5)
+        if stats["latest"] is None:
+            assert stats["history"] == []
+            return None
+        return stats
+
+    return wait_until(sampled, timeout=timeout, interval=0.5, message="no stats sample within the timeout")
 
 
 def test_deploy_reach_stop_start_delete(
@@ -172,14 +172,13 @@ def test_deploy_reach_stop_start_delete(
     assert client.get("/api/containers", headers=other.auth_headers).json()["items"] == []
 
     # AND its logs show the request (httpd logs each one on stderr; the host worker ships the lines)
-    deadline = time.monotonic() + 20
-    while True:
+
+    def request_logged() -> bool:
         logs = client.get(f"/api/containers/{container['id']}/logs?tail=50", headers=user.auth_headers)
         assert logs.status_code == 200, logs.text
-        if any("/cgi-bin/whoami" in line["text"] for line in logs.json()["lines"]):
-            break
-        assert time.monotonic() < deadline, logs.json()
-        time.sleep(0.5)
+        return any("/cgi-bin/whoami" in line["text"] for line in logs.json()["lines"])
+
+    wait_until(request_logged, timeout=20, interval=0.5, message="the request never reached the container's logs")
 
     # WHEN stopped THEN it is stopped and the port no longer answers
     stopped = client.post(f"/api/containers/{container['id']}/stop", headers=user.auth_headers)
@@ -199,13 +198,12 @@ def test_deploy_reach_stop_start_delete(
     started_at = docker_container.attrs["State"]["StartedAt"]
     restarted = client.post(f"/api/containers/{container['id']}/restart", headers=user.auth_headers)
     assert restarted.status_code == 202, restarted.text
-    deadline = time.monotonic() + 30
-    while True:
+
+    def restarted_in_docker() -> bool:
         docker_container.reload()
-        if docker_container.attrs["State"]["StartedAt"] != started_at and docker_container.status == "running":
-            break
-        assert time.monotonic() < deadline, "the container was not restarted"
-        time.sleep(0.2)
+        return bool(docker_container.attrs["State"]["StartedAt"] != started_at and docker_container.status == "running")
+
+    wait_until(restarted_in_docker, timeout=30, interval=0.2, message="the container was not restarted")
     _wait_for(client, user, container["id"], "running")
     assert _whoami(port["host_port"]).status_code == 200
     events = client.get(f"/api/containers/{container['id']}/events", headers=user.auth_headers).json()["items"]

@@ -12,7 +12,6 @@ re-read throttled. So the session database's keys never rotate, and the tokens t
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -28,6 +27,7 @@ from shared.tokens import UNKNOWN_KID_REFRESH_SECONDS, generate_rsa_key, issue_a
 from tests.conftest import TEST_DATABASE_URL, UNLIMITED, RunningGateway, start_gateway, stop_process
 from tests.e2e.conftest import SignedInUser, sign_up_and_in
 from tests.fixtures.gateway.support import claims_of, hs256_token_keyed_with, unsigned_token, with_claims
+from tests.support.waiting import wait_until, wait_until_async
 
 
 async def _signing_key() -> tuple[str, RSAPrivateKey]:
@@ -162,11 +162,11 @@ def rotating_gateway(tmp_path: Path, rotation_settings: FunctionSettings) -> Ite
 async def _wait_until_signing(settings: FunctionSettings, kid: str, timeout: float = 30.0) -> RSAPrivateKey:
     from functions.auth.signing_keys import current_signing_key
 
-    deadline = time.monotonic() + timeout
-    while (signing := await current_signing_key(settings))[0] != kid:
-        assert time.monotonic() < deadline, f"key {kid} did not start signing"
-        await asyncio.sleep(0.05)
-    return signing[1]
+    async def signing_key() -> RSAPrivateKey | None:
+        signing_kid, key = await current_signing_key(settings)
+        return key if signing_kid == kid else None
+
+    return await wait_until_async(signing_key, timeout=timeout, message=f"key {kid} did not start signing")
 
 
 async def test_a_key_rotation_is_picked_up_without_a_restart(
@@ -182,21 +182,22 @@ async def test_a_key_rotation_is_picked_up_without_a_restart(
         # Published at once (the JWKS route answers from a copy up to a second old), signing only once
         # it activates.
         assert (await current_signing_key(rotation_settings))[0] == old_kid
-        await asyncio.sleep(JWKS_ROUTE_MAX_AGE_SECONDS)
-        assert new_kid in {key["kid"] for key in client.get("/api/auth/.well-known/jwks.json").json()["keys"]}
+        wait_until(
+            lambda: new_kid in {key["kid"] for key in client.get("/api/auth/.well-known/jwks.json").json()["keys"]},
+            timeout=JWKS_ROUTE_MAX_AGE_SECONDS,
+            message=f"{new_kid} was not published within the JWKS route's cache age",
+        )
         key = await _wait_until_signing(rotation_settings, new_kid)
         token = _mint(rotating_gateway, user, key, new_kid)
         # This gateway read the JWKS before the key was published and caches it for five minutes, longer
         # than this test's activation delay: it re-reads when a token names an unknown kid (at most every
         # few seconds).
-        deadline = time.monotonic() + 15
-        status = 0
-        while time.monotonic() < deadline:
-            status = client.get("/api/auth/me", headers={"Authorization": f"Bearer {token}"}).status_code
-            if status == 200:
-                break
-            time.sleep(0.5)
-        assert status == 200
+        wait_until(
+            lambda: client.get("/api/auth/me", headers={"Authorization": f"Bearer {token}"}).status_code == 200,
+            timeout=15,
+            interval=0.5,
+            message="the gateway never accepted a token signed by the new key",
+        )
         # tokens signed by the superseded key keep working until they expire
         assert client.get("/api/auth/me", headers=user.auth_headers).status_code == 200
 
@@ -235,7 +236,7 @@ async def test_a_freshly_activated_key_is_accepted_while_the_unknown_kid_refresh
 def test_unknown_routes_and_methods_answer_404_json(client: httpx.Client) -> None:
     for method, path in [
         ("GET", "/api/nothing-here"),
-        ("DELETE", "/api/auth/me"),
+        ("PUT", "/api/auth/me"),
         ("GET", "/"),
         ("PUT", f"/api/auth/signin/{secrets.token_hex(2)}"),
     ]:

@@ -14,7 +14,8 @@ import pytest
 from gateway.spec import load_yaml
 from tests.conftest import PROJECT_ROOT, UNLIMITED, RunningGateway, start_gateway, stop_process
 from tests.e2e.conftest import SignedInUser
-from tests.fixtures.gateway.support import access_log_entry, function_pids, wait_until
+from tests.fixtures.gateway.support import access_log_entry, function_pids
+from tests.support.waiting import wait_until
 
 DOCUMENT = load_yaml(PROJECT_ROOT / "gateway-config" / "openapi.yaml")
 CORS = DOCUMENT["x-amazon-apigateway-cors"]
@@ -91,9 +92,7 @@ def test_each_request_writes_one_access_log_line_without_secrets(
     )
     assert response.status_code == 200
     request_id = response.headers["x-request-id"]
-    assert wait_until(lambda: access_log_entry(gateway.access_log(), request_id) is not None)
-    entry = access_log_entry(gateway.access_log(), request_id)
-    assert entry is not None
+    entry = wait_until(lambda: access_log_entry(gateway.access_log(), request_id), message="the request was not logged")
     assert entry["ip"] == "127.0.0.1"
     assert entry["method"] == "GET"
     assert entry["path"] == "/api/auth/me"
@@ -133,9 +132,9 @@ def test_refused_and_unknown_requests_are_logged_too(client: httpx.Client, gatew
     unknown = client.get("/api/nowhere")
     for response, route, function in ((refused, "GET /api/auth/me", "AuthFunction"), (unknown, "-", "-")):
         request_id = response.headers["x-request-id"]
-        assert wait_until(lambda rid=request_id: access_log_entry(gateway.access_log(), rid) is not None)
-        entry = access_log_entry(gateway.access_log(), request_id)
-        assert entry is not None
+        entry = wait_until(
+            lambda rid=request_id: access_log_entry(gateway.access_log(), rid), message=f"{route} was not logged"
+        )
         assert (entry["status"], entry["route"], entry["function"], entry["user"]) == (
             response.status_code,
             route,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import pytest
 from tests.e2e.conftest import SignedInUser, sign_up_and_in
 from tests.support.archives import Entry, build_archive, image_config
 from tests.support.docker_images import FINDINGS_WASTED_BYTES
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -45,19 +45,17 @@ def upload(image: dict[str, Any], archive: Path) -> httpx.Response:
 
 
 def wait_until_done(client: httpx.Client, user: SignedInUser, image_id: str, timeout: float = 90) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
     seen_stages = set()
-    while time.monotonic() < deadline:
+
+    def finished() -> dict[str, Any] | None:
         answer = client.get(f"/api/images/{image_id}", headers=user.auth_headers)
         assert answer.status_code == 200, answer.text
-        body = answer.json()
+        body = dict(answer.json())
         if body.get("progress"):
             seen_stages.add(body["progress"]["stage"])
-        if body["status"] in TERMINAL:
-            body["_stages"] = seen_stages
-            return dict(body)
-        time.sleep(0.2)
-    raise AssertionError(f"image {image_id} did not finish within {timeout}s")
+        return body | {"_stages": seen_stages} if body["status"] in TERMINAL else None
+
+    return wait_until(finished, timeout=timeout, interval=0.2, message=f"image {image_id} did not finish")
 
 
 def upload_and_process(client: httpx.Client, user: SignedInUser, name: str, archive: Path) -> dict[str, Any]:
@@ -119,15 +117,12 @@ def test_findings_image_end_to_end(
     # WHEN the owner deletes it, it is gone from the API and from Docker
     assert client.delete(f"/api/images/{image['id']}", headers=user.auth_headers).status_code == 204
     assert client.get(f"/api/images/{image['id']}", headers=user.auth_headers).status_code == 404
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            docker_client.images.get(reference)
-        except docker.errors.ImageNotFound:
-            break
-        time.sleep(0.2)
-    else:
-        raise AssertionError(f"{reference} still in Docker after delete")
+    wait_until(
+        lambda: not docker_client.images.list(name=reference),
+        timeout=30,
+        interval=0.2,
+        message=f"{reference} still in Docker after delete",
+    )
 
 
 def test_names_are_per_user_and_lists_paginate(client: httpx.Client) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from tests.conftest import RunningGateway, start_gateway, start_worker, stop_pro
 from tests.e2e.conftest import sign_up_and_in
 from tests.e2e.test_images import create_image, upload, wait_until_done
 from tests.support.archives import Entry, build_archive, image_config
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -74,10 +74,12 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_job_finishes_once(
     # GIVEN a worker that has claimed the job
     first = start_worker(own_queue_stack.tmp, own_queue_stack.env)
     assert client.post(f"/api/images/{image['id']}/complete", headers=user.auth_headers).status_code == 202
-    deadline = time.monotonic() + 60
-    while _status(test_database, image["id"]) != "processing":
-        assert time.monotonic() < deadline, "the worker never claimed the job"
-        time.sleep(0.02)
+    wait_until(
+        lambda: _status(test_database, image["id"]) == "processing",
+        timeout=60,
+        interval=0.02,  # the job must be caught while it runs
+        message="the worker never claimed the job",
+    )
 
     # WHEN it is frozen mid-job and killed there (proved: the image is still processing once frozen)
     os.kill(first.process.pid, signal.SIGSTOP)

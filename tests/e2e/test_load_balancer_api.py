@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from tests.e2e.conftest import SignedInUser, sign_up_and_in
+from tests.support.plans import move_to_plan
 
 # Stands for the id of the service's first replica in the bad-input cases.
 FIRST_REPLICA = "first-replica"
@@ -106,9 +107,12 @@ def test_concurrent_allocations_get_distinct_ports(
     client: httpx.Client, user: SignedInUser, test_database: str
 ) -> None:
     _replicas(test_database, user.id, "many", 1)
+    # Twenty listeners is a team's scenario: the free plan allows one.
+    tokens = move_to_plan(client, test_database, user.id, "team", email=user.email, password=user.password)
+    headers = {"Authorization": f"Bearer {tokens['access_token']}"}
 
     def create(_: int) -> int:
-        answer = client.post("/api/load-balancer/listeners", json={"service": "many"}, headers=user.auth_headers)
+        answer = client.post("/api/load-balancer/listeners", json={"service": "many"}, headers=headers)
         assert answer.status_code == 201, answer.text
         return int(answer.json()["port"])
 

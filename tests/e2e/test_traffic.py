@@ -8,6 +8,8 @@ Each replica answers /cgi-bin/whoami with its own hostname, so every answer name
 from __future__ import annotations
 
 import contextlib
+import socket
+import ssl
 import threading
 import time
 from collections import Counter
@@ -25,7 +27,10 @@ import pytest
 from tests.conftest import RUN_ID, RunningGateway, RunningLb, RunningWorker
 from tests.e2e.conftest import SignedInUser, sign_up_and_in
 from tests.e2e.test_images import upload_and_process
+from tests.support.certificates import make_ca
 from tests.support.docker_images import build_test_image, save_image
+from tests.support.plans import move_to_plan
+from tests.support.waiting import wait_until
 from worker.container_runtime import OWNER_LABEL
 
 pytestmark = pytest.mark.docker
@@ -57,10 +62,15 @@ def deployment(
     lb_runtime: RunningLb,
     web_archive: Path,
     docker_client: docker.DockerClient,
+    test_database: str,
 ) -> Iterator[Deployment]:
-    """A user with three running replicas of service "web"; everything they own is removed at the end."""
+    """A user with three running replicas of service "web"; everything they own is removed at the end. The
+    tests add a failing replica and a second service of 3 beside them, more than the free plan's 3
+    containers: the user is on ``pro``, as a customer running that much would be."""
     with httpx.Client(base_url=gateway.url, timeout=30) as client:
         user = sign_up_and_in(client)
+        tokens = move_to_plan(client, test_database, user.id, "pro", email=user.email, password=user.password)
+        user.access_token, user.refresh_token = tokens["access_token"], tokens["refresh_token"]
         image = upload_and_process(client, user, "web", web_archive)
         assert image["status"] == "ready", image
         deployed = Deployment(user, image["id"])
@@ -78,10 +88,12 @@ def deployment(
 
 def _deploy(client: httpx.Client, user: SignedInUser, image_id: str, name: str, **extra: Any) -> dict[str, Any]:
     body = {"image_id": image_id, "name": name, "service": "web", "ports": [{"container_port": 8080}], **extra}
-    deadline = time.monotonic() + 30
-    while (answer := client.post("/api/containers", json=body, headers=user.auth_headers)).status_code == 503:
-        assert time.monotonic() < deadline, answer.text  # the session worker registers its host first
-        time.sleep(0.5)
+
+    def created() -> httpx.Response | None:
+        answer = client.post("/api/containers", json=body, headers=user.auth_headers)
+        return None if answer.status_code == 503 else answer  # 503 until the session worker registers its host
+
+    answer = wait_until(created, timeout=30, interval=0.5, message="no host took the container")
     assert answer.status_code == 202, answer.text
     return _wait_for_status(client, user, answer.json()["id"], "unhealthy" if "health_check" in extra else "running")
 
@@ -89,28 +101,29 @@ def _deploy(client: httpx.Client, user: SignedInUser, image_id: str, name: str, 
 def _wait_for_status(
     client: httpx.Client, user: SignedInUser, container_id: str, status: str, timeout: float = 60
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = client.get(f"/api/containers/{container_id}", headers=user.auth_headers).json()
-        if body["status"] == status:
-            return body
-        assert time.monotonic() < deadline, f"{container_id} is {body['status']}, not {status}"
-        time.sleep(0.05)
+
+    def in_status() -> dict[str, Any] | None:
+        body = dict(client.get(f"/api/containers/{container_id}", headers=user.auth_headers).json())
+        return body if body["status"] == status else None
+
+    return wait_until(in_status, timeout=timeout, message=f"{container_id} did not become {status}")
 
 
 def _hostname(container: dict[str, Any]) -> str:
     """Who the container says it is, asked directly on its own host port."""
     port = container["ports"][0]
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            answer = httpx.get(f"http://{port['host_ip']}:{port['host_port']}{WHOAMI}", timeout=2)
-            if answer.status_code == 200:
-                return answer.text.strip()
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, f"container {container['id']} never answered on its own port"
-        time.sleep(0.2)
+
+    def hostname() -> str | None:
+        answer = httpx.get(f"http://{port['host_ip']}:{port['host_port']}{WHOAMI}", timeout=2)
+        return answer.text.strip() if answer.status_code == 200 else None
+
+    return wait_until(
+        hostname,
+        timeout=15,
+        interval=0.2,
+        ignoring=(httpx.HTTPError,),
+        message=f"container {container['id']} never answered on its own port",
+    )
 
 
 def _listener(client: httpx.Client, user: SignedInUser, **body: Any) -> dict[str, Any]:
@@ -123,16 +136,17 @@ def _routed(
     client: httpx.Client, user: SignedInUser, listener_id: str, expected: dict[str, int], timeout: float = 15
 ) -> None:
     """Wait until lb-runtime routes the listener to exactly ``expected`` (container id -> weight)."""
-    deadline = time.monotonic() + timeout
-    seen: Any = None
-    while time.monotonic() < deadline:
+
+    def routes() -> dict[str, str] | None:
         answer = client.get(f"/api/load-balancer/listeners/{listener_id}/stats", headers=user.auth_headers)
-        if answer.status_code == 200:
-            seen = {i["id"]: i["status"] for i in answer.json()["instances"]}
-            if seen == dict.fromkeys(expected, "healthy"):
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"lb-runtime routes to {seen}, not {sorted(expected)}")
+        return {i["id"]: i["status"] for i in answer.json()["instances"]} if answer.status_code == 200 else None
+
+    wait_until(
+        lambda: routes() == dict.fromkeys(expected, "healthy"),
+        timeout=timeout,
+        interval=0.1,
+        message=lambda: f"lb-runtime routes to {routes()}, not {sorted(expected)}",
+    )
 
 
 def _spread(port: int, requests: int) -> Counter[str]:
@@ -159,6 +173,43 @@ def test_round_robin_spreads_requests_evenly(client: httpx.Client, deployment: D
     assert stats["requests"] >= 300 and stats["errors"] == 0
     assert stats["latency_ms"]["p50"] is not None
     assert client.delete(f"/api/load-balancer/listeners/{listener['id']}", headers=user.auth_headers).status_code == 204
+
+
+def test_https_listener_terminates_tls_with_the_uploaded_certificate(
+    client: httpx.Client, deployment: Deployment
+) -> None:
+    # GIVEN an uploaded certificate and an https listener presenting it
+    user = deployment.user
+    ca = make_ca()
+    chain, key = ca.issue("shop.example")
+    certificate = client.post(
+        "/api/load-balancer/certificates",
+        json={"name": "shop", "certificate_chain": chain, "private_key": key},
+        headers=user.auth_headers,
+    ).json()
+    listener = _listener(client, user, protocol="https", certificate_ids=[certificate["id"]])
+    _routed(client, user, listener["id"], dict.fromkeys(deployment.replicas, 1))
+    # WHEN a client that trusts the certificate's CA asks for shop.example
+    context = ssl.create_default_context(cadata=ca.pem)
+    with (
+        socket.create_connection(("127.0.0.1", listener["port"]), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="shop.example") as tls,
+    ):
+        tls.sendall(f"GET {WHOAMI} HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := tls.recv(65536):
+            answer += chunk
+        version = tls.version()
+    # THEN TLS is terminated with that certificate and a replica answers
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert any(name in body.decode() for name in deployment.replicas.values()), body
+    assert version in ("TLSv1.3", "TLSv1.2")
+    assert client.delete(f"/api/load-balancer/listeners/{listener['id']}", headers=user.auth_headers).status_code == 204
+    assert (
+        client.delete(f"/api/load-balancer/certificates/{certificate['id']}", headers=user.auth_headers).status_code
+        == 204
+    )
 
 
 def test_weights_three_to_one(client: httpx.Client, deployment: Deployment) -> None:
@@ -204,6 +255,9 @@ class Stream:
                 self.answers.append((time.monotonic(), answer.status_code, answer.text.strip()))
                 time.sleep(0.005)
 
+    def answered_since(self, moment: float) -> bool:
+        return any(at >= moment for at, _, _ in self.answers[-50:])
+
     def served_by(self, hostname: str, after: float = 0.0) -> list[float]:
         return [at for at, status, who in self.answers if who == hostname and at >= after and status == 200]
 
@@ -218,12 +272,17 @@ def test_stopping_a_replica_drops_no_request_and_a_new_one_gets_traffic(
     hostname = deployment.replicas[leaving]
 
     with Stream(listener["port"]) as stream:
-        time.sleep(1.0)
-        assert stream.served_by(hostname), "the replica served nothing before its stop"
+        wait_until(lambda: stream.served_by(hostname), message="the replica served nothing before its stop")
         stop_requested = time.monotonic()
         assert client.post(f"/api/containers/{leaving}/stop", headers=user.auth_headers).status_code == 202
         _wait_for_status(client, user, leaving, "stopped")
-        time.sleep(1.0)
+        stopped_at = time.monotonic()
+        # Part of the check: watch the traffic for a second past the stop (answers, not the clock, so a
+        # stalled stream cannot pass it by having sent nothing).
+        wait_until(
+            lambda: stream.answered_since(max(stop_requested + 1.0, stopped_at) + 1.0),
+            message="the stream sent nothing after the stop",
+        )
 
         # Not one failed request, and the leaving replica got no request a second after its stop was asked.
         assert stream.failures == []
@@ -232,11 +291,11 @@ def test_stopping_a_replica_drops_no_request_and_a_new_one_gets_traffic(
         assert client.post(f"/api/containers/{leaving}/start", headers=user.auth_headers).status_code == 202
         running = _wait_for_status(client, user, leaving, "running")
         healthy_at = time.monotonic()
-        deadline = healthy_at + 10
-        while not stream.served_by(running_hostname := _hostname(running), after=healthy_at):
-            assert time.monotonic() < deadline, "the replica got no traffic after it came back"
-            time.sleep(0.05)
-        first_request = stream.served_by(running_hostname, after=healthy_at)[0]
+        running_hostname = _hostname(running)
+        first_request = wait_until(
+            lambda: stream.served_by(running_hostname, after=healthy_at),
+            message="the replica got no traffic after it came back",
+        )[0]
         deployment.replicas[leaving] = running_hostname
 
     assert stream.failures == []
@@ -283,15 +342,12 @@ def test_logs_of_a_serving_replica_arrive_through_the_api(client: httpx.Client, 
     marker = f"/marker-{RUN_ID}"  # no such page: a 404, but its path is logged
     assert httpx.get(f"http://{port['host_ip']}:{port['host_port']}{marker}", timeout=5).status_code == 404
 
-    deadline = time.monotonic() + 15
-    while True:
+    def shipped() -> list[dict[str, Any]]:
         logs = client.get(f"/api/containers/{replica}/logs", params={"tail": 200}, headers=user.auth_headers)
         assert logs.status_code == 200, logs.text
-        found = [line for line in logs.json()["lines"] if RUN_ID in line["text"]]
-        if found:
-            break
-        assert time.monotonic() < deadline, f"no shipped line mentions the request: {logs.json()['lines'][-5:]}"
-        time.sleep(0.5)
+        return [line for line in logs.json()["lines"] if RUN_ID in line["text"]]
+
+    found = wait_until(shipped, timeout=15, interval=0.5, message="no shipped line mentions the request")
     assert found[0]["stream"] == "stderr"
     since = found[0]["ts"]
     later = client.get(f"/api/containers/{replica}/logs", params={"since": since}, headers=user.auth_headers).json()
@@ -308,17 +364,17 @@ def test_the_platform_announces_itself_to_admins(
     tokens = client.post("/api/auth/signin", json={"email": admin.email, "password": admin.password}).json()
     headers = {"Authorization": f"Bearer {tokens['access_token']}"}
 
-    deadline = time.monotonic() + 20
-    while True:
+    def internal_services() -> dict[str, Any] | None:
         listed = client.get(
             "/api/service-discovery/services", params={"namespace": "internal-services"}, headers=headers
         )
         assert listed.status_code == 200, listed.text
         services = {item["name"]: item["instances"] for item in listed.json()["items"]}
-        if {"host-worker", "lb-runtime"} <= set(services):
-            break
-        assert time.monotonic() < deadline, f"internal services: {sorted(services)}"
-        time.sleep(0.5)
+        return services if {"host-worker", "lb-runtime"} <= set(services) else None
+
+    services = wait_until(
+        internal_services, timeout=20, interval=0.5, message="host-worker and lb-runtime did not both announce"
+    )
     lb_port = int(lb_runtime.admin_url.rsplit(":", 1)[1])
     assert any(i["port"] == lb_port and i["status"] == "passing" for i in services["lb-runtime"])
     # Workers other tests killed may linger, critical, until they expire; the session's own one passes.

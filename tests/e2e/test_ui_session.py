@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from tests.conftest import UNLIMITED, RunningGateway, start_gateway, stop_process
-from tests.fixtures.gateway.support import access_log_entry, wait_until
+from tests.fixtures.gateway.support import access_log_entry
+from tests.support.waiting import wait_until
 
 PASSWORD = "correct horse " + secrets.token_hex(4)
 SECRET_MARKER = "beside-the-static-folder-" + secrets.token_hex(4)
@@ -154,9 +155,8 @@ def test_a_browser_session_lives_in_the_cookie(browser: httpx.Client, ui_gateway
     # The specific route (throttled like the API's sign-in) served it, in the ui function
     request_id = signed_in.headers["x-request-id"]
     log = ui_gateway.gateway.access_log
-    assert wait_until(lambda: access_log_entry(log(), request_id) is not None)
-    entry = access_log_entry(log(), request_id)
-    assert entry is not None and (entry["route"], entry["function"]) == ("POST /ui/session", "UiFunction")
+    entry = wait_until(lambda: access_log_entry(log(), request_id), message="the sign-in was not logged")
+    assert (entry["route"], entry["function"]) == ("POST /ui/session", "UiFunction")
 
     # WHEN the page resumes the session from the cookie
     assert (

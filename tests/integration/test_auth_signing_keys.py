@@ -10,7 +10,6 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -39,6 +38,7 @@ from shared.db import get_database
 from shared.errors import Unauthorized
 from shared.migrate import apply_migrations, drop_database
 from shared.tokens import JwksKeySource, TokenVerifier, generate_rsa_key, issue_access_token, public_jwk
+from tests.support.waiting import wait_until_async
 
 PASSWORD = "correct horse battery"
 
@@ -81,10 +81,12 @@ def with_delay(seconds: int, **changes: object) -> FunctionSettings:
 
 async def wait_until_active(kid: str, timeout: float = 30.0) -> None:
     """Until the database's clock has passed the key's activates_at."""
-    deadline = time.monotonic() + timeout
-    while not query("SELECT 1 FROM signing_keys WHERE kid = %s AND activates_at <= clock_timestamp()", kid):
-        assert time.monotonic() < deadline, f"key {kid} did not activate"
-        await asyncio.sleep(0.1)
+    await wait_until_async(
+        lambda: query("SELECT 1 FROM signing_keys WHERE kid = %s AND activates_at <= clock_timestamp()", kid),
+        timeout=timeout,
+        interval=0.1,
+        message=f"key {kid} did not activate",
+    )
 
 
 async def published_kids(api: httpx.AsyncClient) -> list[str]:
@@ -323,9 +325,14 @@ async def test_rotate_keys_command_publishes_a_key_that_signs_later_or_now(api: 
     assert f"in {settings.key_activation_delay_seconds} s" in delayed.stdout
     # Another instance rotated: this one's JWKS route shows the new key at once, and nobody signs with
     # it before it activates, whatever their cache.
-    await asyncio.sleep(JWKS_ROUTE_MAX_AGE_SECONDS)
-    published = set(await published_kids(api))
-    assert pending in published and signing in published
+
+    async def both_published() -> bool:
+        published = set(await published_kids(api))
+        return pending in published and signing in published
+
+    await wait_until_async(
+        both_published, timeout=JWKS_ROUTE_MAX_AGE_SECONDS, message="the JWKS route did not show both keys in time"
+    )
     forget_cached_keys()
     assert (await current_signing_key(settings))[0] == signing
 

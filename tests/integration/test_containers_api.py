@@ -411,6 +411,8 @@ async def test_fifty_concurrent_creates_get_fifty_distinct_ports(api: httpx.Asyn
         )
     ]
     settings = get_function_settings()
+    # A plan that holds 50 containers (the free plan's quota allows 3).
+    _sql("UPDATE users SET plan = 'team' WHERE id = %s", (world["owner"].id,))
 
     # WHEN 50 creates, each publishing one port, arrive at once
     async def create(index: int) -> httpx.Response:

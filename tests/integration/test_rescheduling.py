@@ -11,7 +11,6 @@ import json
 import os
 import secrets
 import tarfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from shared.registry import Instance, Namespace
 from shared.registry.postgres import PostgresRegistry
 from shared.storage import aws_client
 from tests.conftest import RUN_ID, start_worker, stop_process
+from tests.support.waiting import wait_until, wait_until_async
 from worker.container_runtime import CONTAINER_ID_LABEL, OWNER_LABEL
 from worker.hosts import mark_stale_hosts_down, register_host
 from worker.image_jobs import JobFailed, ensure_local_image
@@ -476,24 +476,30 @@ def _config_id(archive: Path) -> str:
 
 
 async def _wait_until(check: Callable[[], bool], log: Callable[[], str], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not await asyncio.to_thread(check):
-        assert time.monotonic() < deadline, "timed out; worker log:\n" + log()[-4000:]
-        await asyncio.sleep(0.3)
+    await wait_until_async(
+        lambda: asyncio.to_thread(check),
+        timeout=timeout,
+        interval=0.3,
+        message=lambda: "timed out; worker log:\n" + log()[-4000:],
+    )
 
 
 async def _wait_for_status(
     database: Database, container_id: str, status: str, log: Callable[[], str], *, host_id: str, timeout: float = 60
 ) -> dict[str, Any]:
     """The container's record once it is ``status`` on ``host_id``."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    async def in_status() -> dict[str, Any] | None:
         row = await container(database, container_id)
-        if (row["host_id"], row["status"]) == (host_id, status):
-            return row
         assert row["status"] != "failed", row
-        assert time.monotonic() < deadline, f"{container_id}: {row}; worker log:\n" + log()[-4000:]
-        await asyncio.sleep(0.3)
+        return row if (row["host_id"], row["status"]) == (host_id, status) else None
+
+    return await wait_until_async(
+        in_status,
+        timeout=timeout,
+        interval=0.3,
+        message=lambda: f"{container_id} is not {status} on {host_id}; worker log:\n" + log()[-4000:],
+    )
 
 
 def _host_queue_drained(host_id: str) -> bool:
@@ -509,11 +515,10 @@ def _host_queue_drained(host_id: str) -> bool:
 
 
 def _whoami(port: int, timeout: float = 15) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/cgi-bin/whoami", timeout=3)
-        except httpx.HTTPError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
+    return wait_until(
+        lambda: httpx.get(f"http://127.0.0.1:{port}/cgi-bin/whoami", timeout=3),
+        timeout=timeout,
+        interval=0.3,
+        ignoring=(httpx.HTTPError,),
+        message=f"nothing answered on port {port}",
+    )

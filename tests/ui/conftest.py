@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import httpx
 import pytest
 
 from tests.conftest import LOCAL_AWS_URL, PROJECT_ROOT, RunningGateway
+from tests.support.waiting import wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = PROJECT_ROOT / ".berth" / "ui-screenshots"
@@ -48,6 +48,11 @@ def playwright_browser() -> Iterator[Any]:
     asyncio.set_event_loop(asyncio.new_event_loop())
 
 
+@pytest.fixture(autouse=True)
+def _backing_services(backing_services: None) -> None:
+    """Every browser test drives a gateway that talks to PostgreSQL, Redis and moto."""
+
+
 @pytest.fixture(scope="session")
 def ui_origin(gateway: RunningGateway, local_aws: str) -> str:
     """The test gateway's origin, allowed by the images bucket's CORS rule so the browser may POST there."""
@@ -70,6 +75,7 @@ class BrowserSession:
     page: Any
     base_url: str
     requests: list[str] = field(default_factory=list)
+    in_flight: int = 0  # requests sent and not yet finished or failed
     dialogs: list[str] = field(default_factory=list)
     console_errors: list[str] = field(default_factory=list)
 
@@ -114,7 +120,17 @@ def open_browser(browser: Any, base_url: str, **context_options: Any) -> Browser
     context.set_default_timeout(20_000)
     page = context.new_page()
     session = BrowserSession(context, page, base_url)
-    context.on("request", lambda request: session.requests.append(request.url))
+
+    def sent(request: Any) -> None:
+        session.requests.append(request.url)
+        session.in_flight += 1
+
+    def ended(request: Any) -> None:
+        session.in_flight -= 1
+
+    context.on("request", sent)
+    context.on("requestfinished", ended)
+    context.on("requestfailed", ended)
 
     def dismiss(dialog: Any) -> None:
         session.dialogs.append(f"{dialog.type}: {dialog.message}")
@@ -181,22 +197,7 @@ def api_tokens(base_url: str, email: str, password: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {answer.json()['access_token']}"}
 
 
-def wait_until(check: Any, timeout: float, message: str, interval: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(message)
-        time.sleep(interval)
-
-
 def wait_in_browser(page: Any, check: Any, timeout: float, message: str) -> None:
     """wait_until for conditions fed by browser events: Playwright's sync API only delivers events (requests,
     responses) while it is called, so the wait sleeps inside the browser rather than in time.sleep."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(message)
-        page.wait_for_timeout(100)
+    wait_until(check, timeout=timeout, interval=0.1, message=message, sleep=lambda s: page.wait_for_timeout(s * 1000))

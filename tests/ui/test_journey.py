@@ -20,12 +20,13 @@ from playwright.sync_api import expect
 
 from tests.conftest import RUN_ID, RunningGateway
 from tests.support.docker_images import build_test_image, save_image
+from tests.support.plans import move_to_plan
+from tests.support.waiting import wait_until
 from tests.ui.conftest import (
     SLOW,
     BrowserSession,
     api_tokens,
     sign_up_in_browser,
-    wait_until,
 )
 
 pytestmark = pytest.mark.docker
@@ -108,6 +109,7 @@ def test_a_new_user_walks_the_whole_journey(
     findings_archive: Path,
     web_archive: Path,
     ui_user: tuple[str, str],
+    test_database: str,
 ) -> None:
     session = browser_session
     page = session.page
@@ -128,6 +130,11 @@ def test_a_new_user_walks_the_whole_journey(
     expect(page.get_by_text("No images yet")).to_be_visible()
     session.screenshot("03-images-empty")
     api = api_tokens(gateway.url, email, password)
+    # Two listeners side by side is a paying customer's journey (the free plan allows one): an operator
+    # moves the account to pro, which applies at once (quotas read the plan from the database).
+    with httpx.Client(base_url=gateway.url, timeout=30) as admin_client:
+        me = admin_client.get("/api/auth/me", headers=api)
+        move_to_plan(admin_client, test_database, me.json()["id"], "pro", email=email, password=password)
 
     # WHEN they upload the multi-layer test image, THEN its inspection, findings by severity and
     # optimisation report are shown
@@ -277,8 +284,9 @@ def test_a_new_user_walks_the_whole_journey(
         expect(page.get_by_role("heading", name=f"Image {label}")).to_be_visible()
         wait_until(
             lambda: not [c for c in httpx.get(f"{gateway.url}/api/containers", headers=api).json()["items"]],
-            60,
-            "the containers were not removed",
+            timeout=60,
+            interval=0.25,
+            message="the containers were not removed",
         )
         page.get_by_role("button", name="Delete image").click()
         page.get_by_role("dialog", name="Delete image?").get_by_role("button", name="Delete").click()

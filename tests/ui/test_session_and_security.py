@@ -88,7 +88,7 @@ def test_headers_no_inline_code_and_a_small_footprint(
     session.open()
     expect(session.page.get_by_role("heading", name="Sign in to Berth")).to_be_visible()
     wait_in_browser(session.page, lambda: len(scripts) >= len(sources), 10, f"modules loaded: {sorted(scripts)}")
-    session.page.wait_for_timeout(500)
+    session.page.wait_for_timeout(500)  # part of the check: a module beyond the build's would have loaded by now
     assert len(scripts) == len(sources), sorted(scripts)  # every module, and nothing else
     assert all(re.search(r"/ui/assets/[0-9a-f]{12}/", url) for url in scripts)
     total = sum(scripts.values())
@@ -226,9 +226,10 @@ def test_live_updates_pause_while_the_tab_is_hidden(browser_session: BrowserSess
 
     # WHEN the tab is hidden, THEN polling stops
     set_tab_hidden(page, hidden=True)
-    page.wait_for_timeout(500)  # a poll already in flight may still land
+    # a poll already in flight may still land
+    wait_in_browser(page, lambda: browser_session.in_flight == 0, 10, "a request in flight never ended")
     paused_at = _api_requests(browser_session)
-    page.wait_for_timeout(5000)
+    page.wait_for_timeout(5000)  # part of the check: five seconds hidden, and not one request
     assert _api_requests(browser_session) == paused_at
 
     # WHEN it is shown again, THEN polling resumes at once
@@ -245,7 +246,10 @@ def test_pages_fit_a_phone(playwright_browser: Any, gateway: RunningGateway, ui_
         sign_up_in_browser(session, email, password)
         session.go(route)
         expect(session.page.locator("main h1")).to_have_count(1)
-        session.page.wait_for_timeout(500)  # the page's first answers are drawn
+        # the page's first answers are drawn: no list still busy, no "Loading…" placeholder left
+        main = session.page.locator("main")
+        expect(main.locator("[aria-busy='true']")).to_have_count(0)
+        expect(main.get_by_text(re.compile(r"^Loading"))).to_have_count(0)
         width = session.page.evaluate("() => document.documentElement.scrollWidth")
         assert width <= 375, f"{route} is {width}px wide on a 375px screen"
         session.screenshot(f"phone{route.replace('/', '-')}")

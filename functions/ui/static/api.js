@@ -140,10 +140,11 @@ function withQuery(path, query) {
  * Call the public API as the signed-in user. On a 401 the session is refreshed once and the call retried;
  * when that fails too, the app is told (it shows sign-in) and SessionExpired is thrown.
  */
-export async function api(method, path, { body, query } = {}) {
+export async function api(method, path, { body, query, accept } = {}) {
   const url = withQuery(`/api${path}`, query);
   for (let attempt = 0; attempt < 2; attempt += 1) {
     const headers = accessToken ? { Authorization: `Bearer ${accessToken}` } : {};
+    if (accept) headers.Accept = accept; // e.g. "text/csv": the answer is returned as a Blob
     const response = await send(method, url, { body, headers });
     if (response.status === 401 && attempt === 0 && (await refreshSession())) continue;
     if (response.status === 401) {
@@ -154,6 +155,7 @@ export async function api(method, path, { body, query } = {}) {
     }
     if (!response.ok) throw await readError(response);
     if (response.status === 204) return null;
+    if (accept) return response.blob();
     const text = await response.text();
     return text ? JSON.parse(text) : null;
   }

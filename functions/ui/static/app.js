@@ -6,8 +6,11 @@ import { signInPage, signUpPage } from "./pages/auth.js";
 import { imagesPage, imageDetailPage } from "./pages/images.js";
 import { containersPage, containerDetailPage } from "./pages/containers.js";
 import { servicesPage } from "./pages/services.js";
+import { deploymentsPage, deploymentDetailPage } from "./pages/deployments.js";
 import { discoveryPage } from "./pages/discovery.js";
+import { alertsPage } from "./pages/alerts.js";
 import { accountPage } from "./pages/account.js";
+import { billingPage, invoicePage } from "./pages/billing.js";
 
 const ROUTES = [
   { pattern: /^\/signin$/, page: signInPage, public: true },
@@ -17,7 +20,12 @@ const ROUTES = [
   { pattern: /^\/containers$/, page: containersPage, section: "containers" },
   { pattern: /^\/containers\/([^/]+)$/, page: containerDetailPage, section: "containers" },
   { pattern: /^\/services$/, page: servicesPage, section: "services" },
+  { pattern: /^\/deployments$/, page: deploymentsPage, section: "deployments" },
+  { pattern: /^\/deployments\/([^/]+)$/, page: deploymentDetailPage, section: "deployments" },
   { pattern: /^\/discovery$/, page: discoveryPage, section: "discovery" },
+  { pattern: /^\/alerts$/, page: alertsPage, section: "alerts" },
+  { pattern: /^\/billing$/, page: billingPage, section: "billing" },
+  { pattern: /^\/billing\/invoices\/([^/]+)$/, page: invoicePage, section: "billing" },
   { pattern: /^\/account$/, page: accountPage, section: "account" },
 ];
 

@@ -10,7 +10,7 @@ const PAD = { top: 8, right: 8, bottom: 18, left: 62 };
  * A chart for ``metric``: chart.update([{name, points: [[timeMs, value], ...]}]) redraws it.
  * ``format(value)`` turns a value into text with its unit.
  */
-export function lineChart({ title, metric, format = (value) => String(value) }) {
+export function lineChart({ title, metric, format = (value) => String(value), timeLabel = (t) => new Date(t).toLocaleTimeString() }) {
   const svg = h("svg:svg", { viewBox: `0 0 ${WIDTH} ${HEIGHT}`, role: "img", class: "chart-svg" });
   const latest = h("p", { class: "chart-latest", dataset: { metric } }, "No data yet");
   const legend = h("ul", { class: "chart-legend" });
@@ -39,8 +39,8 @@ export function lineChart({ title, metric, format = (value) => String(value) }) 
       h("svg:line", { x1: PAD.left, y1: PAD.top, x2: PAD.left, y2: y(0), class: "axis" }),
       axisLabel(PAD.left - 4, PAD.top + 8, format(vMax), "end"),
       axisLabel(PAD.left - 4, y(0), format(0), "end"),
-      axisLabel(WIDTH - PAD.right, HEIGHT - 4, new Date(t1).toLocaleTimeString(), "end"),
-      axisLabel(PAD.left, HEIGHT - 4, new Date(t0).toLocaleTimeString(), "start"),
+      axisLabel(WIDTH - PAD.right, HEIGHT - 4, timeLabel(t1), "end"),
+      axisLabel(PAD.left, HEIGHT - 4, timeLabel(t0), "start"),
     );
     const summaries = [];
     series.forEach((line, index) => {

@@ -9,8 +9,26 @@ const NEXT_BY_CODE = {
   session_expired: "Sign in again; you will come back to this page.",
   invalid_credentials: "Check the email address and password, then try again.",
   invalid_json: "Reload the page and try again.",
-  not_implemented: "This part of Berth is not available on this server yet.",
+  quota_exceeded: "Delete something you no longer need, or ask for a larger plan, then try again.",
+  account_suspended: "Your account is suspended: you can still sign in and read everything, but nothing new can start. Contact your administrator.",
 };
+
+// The plan quotas as a person reads them (shared/billing/plan_store.py QUOTA_FIELDS).
+const QUOTA_WORDS = {
+  max_containers: ["containers", ""],
+  max_memory_mb_per_container: ["memory per container", " MB"],
+  max_memory_mb_total: ["memory in total", " MB"],
+  max_listeners: ["listeners", ""],
+  max_image_storage_mb: ["image storage", " MB"],
+  max_replicas_per_service: ["replicas per service", ""],
+};
+
+/** A quota refusal in words: which quota, its limit and the current use (from the error's details). */
+export function describeQuota(details) {
+  if (!details || typeof details !== "object" || !("quota" in details)) return null;
+  const [name, unit] = QUOTA_WORDS[details.quota] ?? [String(details.quota).replaceAll("_", " "), ""];
+  return `Quota reached: ${name} (your plan's limit ${details.limit}${unit}, in use ${details.used}${unit}).`;
+}
 
 const NEXT_BY_STATUS = {
   0: "Check your connection, then try again.",
@@ -36,7 +54,11 @@ export function describeError(error, next) {
   }
   let advice = next ?? NEXT_BY_CODE[error.code] ?? NEXT_BY_STATUS[error.status] ?? (error.status >= 500 ? NEXT_BY_STATUS[500] : NEXT_BY_STATUS[400]);
   if (error.status === 429 && error.retryAfter) advice = `Too many requests: wait ${error.retryAfter} seconds, then try again.`;
-  const message = error.message || `The request failed (HTTP ${error.status}).`;
+  let message = error.message || `The request failed (HTTP ${error.status}).`;
+  if (error.code === "quota_exceeded") {
+    const words = describeQuota(error.details);
+    if (words) message = `${words} ${message}`;
+  }
   return { message, next: advice, reference: error.requestId ?? null };
 }
 

@@ -36,11 +36,14 @@ export async function discoveryPage(ctx) {
               "article",
               { class: "card" },
               h("h3", {}, `${service.name} (${service.namespace})`),
+              service.dns_name
+                ? h("p", { class: "dns-name" }, "Private DNS name: ", h("code", {}, service.dns_name), service.namespace === "client-containers" ? " (inside your containers on the same host)" : "")
+                : null,
               service.instances.length
                 ? table(
                     `Instances of ${service.name}`,
-                    ["Instance", "Address", "Health", "Check output"],
-                    service.instances.map((instance) => [instance.id, `${instance.address}:${instance.port}`, statusBadge(instance.status), instance.output || "—"]),
+                    ["Instance", "Address", "Region", "Health", "Check output"],
+                    service.instances.map((instance) => [instance.id, `${instance.address}:${instance.port}`, instance.region || "—", statusBadge(instance.status), instance.output || "—"]),
                   )
                 : h("p", {}, "No instances."),
             ),

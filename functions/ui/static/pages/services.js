@@ -1,5 +1,6 @@
 // Services and load balancing: listeners (external port, protocol, algorithm, weights), each with its
-// instances' health and live RPS and latency charts polled from the listener's stats.
+// instances' health and RPS and latency charts: the recorded history first, then live figures polled from
+// the listener's stats.
 import { api } from "../api.js";
 import { h, clear, field, details, table, statusBadge, formatNumber } from "../dom.js";
 import { confirmDialog } from "../dialog.js";
@@ -19,6 +20,7 @@ export async function servicesPage(ctx) {
   const byId = new Map(containers.items.map((container) => [container.id, container]));
   ctx.main.append(
     createListenerForm(ctx, containers.items),
+    uploadCertificateForm(ctx),
     h("section", { "aria-labelledby": "listeners-title" }, h("h2", { id: "listeners-title" }, "Listeners"), listErrors.node, list),
   );
 
@@ -67,7 +69,21 @@ function createListenerForm(ctx, containers) {
   const service = h("input", { type: "text", name: "service", required: true, list: "known-services", autocomplete: "off", spellcheck: "false" });
   const known = h("datalist", { id: "known-services" }, services.map((name) => h("option", { value: name })));
   const port = h("input", { type: "number", name: "port", min: "1", max: "65535" });
-  const protocol = h("select", { name: "protocol" }, ["http", "tcp"].map((value) => h("option", { value }, value)));
+  const protocol = h("select", { name: "protocol" }, ["http", "https", "tcp"].map((value) => h("option", { value }, value)));
+  // https: the certificate presented (upload one below first); listed when https is picked.
+  const certificate = h("select", { name: "certificate" });
+  const certificateField = field("Certificate", certificate, "TLS is terminated with it; upload one below.");
+  certificateField.hidden = true;
+  protocol.addEventListener("change", async () => {
+    certificateField.hidden = protocol.value !== "https";
+    if (protocol.value !== "https") return;
+    try {
+      const page = await api("GET", "/load-balancer/certificates", { query: { limit: 100 } });
+      certificate.replaceChildren(...page.items.map((item) => h("option", { value: item.id }, `${item.name} (${item.hostnames.join(", ")})`)));
+    } catch (error) {
+      errors.show(error);
+    }
+  });
   const algorithm = h("select", { name: "algorithm" }, [["round_robin", "Round robin"], ["least_connections", "Least connections"], ["weighted", "Weighted"]].map(([value, label]) => h("option", { value }, label)));
   const weightsBox = h("fieldset", { class: "repeatable", hidden: true }, h("legend", {}, "Weights"), h("p", { class: "hint" }, "Relative share of requests per container (0 sends it nothing)."));
   const weightInputs = new Map();
@@ -100,6 +116,7 @@ function createListenerForm(ctx, containers) {
       field("Service", service, services.length ? `Your services: ${services.join(", ")}.` : "Give containers a service name first."),
       field("External port (optional)", port, "Leave empty and Berth picks a free one."),
       field("Protocol", protocol),
+      certificateField,
       field("Algorithm", algorithm),
     ),
     weightsBox,
@@ -111,6 +128,7 @@ function createListenerForm(ctx, containers) {
     errors.clear();
     const body = { service: service.value.trim(), protocol: protocol.value, algorithm: algorithm.value };
     if (port.value) body.port = Number(port.value);
+    if (protocol.value === "https") body.certificate_ids = certificate.value ? [certificate.value] : [];
     if (algorithm.value === "weighted") body.weights = Object.fromEntries([...weightInputs].map(([id, input]) => [id, Number(input.value)]));
     submit.disabled = true;
     try {
@@ -126,13 +144,55 @@ function createListenerForm(ctx, containers) {
   return form;
 }
 
+function uploadCertificateForm(ctx) {
+  const errors = ctx.errorBox();
+  const name = h("input", { type: "text", name: "certificate_name", required: true, maxlength: "100" });
+  const chain = h("textarea", { name: "certificate_chain", required: true, rows: "4", spellcheck: "false" });
+  const key = h("textarea", { name: "private_key", required: true, rows: "4", spellcheck: "false" });
+  const submit = h("button", { type: "submit" }, "Upload certificate");
+  const form = h(
+    "form",
+    { class: "card", "aria-labelledby": "upload-certificate-title" },
+    h("h2", { id: "upload-certificate-title" }, "Upload a TLS certificate"),
+    h("div", { class: "row" },
+      field("Name", name),
+      field("Certificate chain (PEM)", chain, "The certificate first, then its intermediates."),
+      field("Private key (PEM)", key, "Unencrypted; stored encrypted and never shown again."),
+    ),
+    errors.node,
+    h("div", { class: "actions" }, submit),
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    errors.clear();
+    submit.disabled = true;
+    try {
+      const uploaded = await api("POST", "/load-balancer/certificates", {
+        body: { name: name.value.trim(), certificate_chain: chain.value, private_key: key.value },
+      });
+      announce(`Certificate ${uploaded.name} uploaded for ${uploaded.hostnames.join(", ")}.`);
+      form.reset();
+    } catch (error) {
+      errors.show(error);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  return form;
+}
+
+const HISTORY_MINUTES = 10;
+const HISTORY_STEP_SECONDS = 10;
+
 function listenerCard(ctx, listener, containersById) {
   const errors = ctx.errorBox();
   const titleId = `listener-${listener.id}`;
-  const rpsSeries = rollingSeries();
-  const p50 = rollingSeries();
-  const p95 = rollingSeries();
-  const p99 = rollingSeries();
+  // The charts open with the recorded history (HISTORY_MINUTES at HISTORY_STEP_SECONDS), then live polls extend it.
+  const keep = (HISTORY_MINUTES * 60) / HISTORY_STEP_SECONDS + 90;
+  const rpsSeries = rollingSeries(keep);
+  const p50 = rollingSeries(keep);
+  const p95 = rollingSeries(keep);
+  const p99 = rollingSeries(keep);
   const rps = lineChart({ title: "Requests per second", metric: "rps", format: (value) => `${formatNumber(value)} req/s` });
   const latency = lineChart({ title: "Latency", metric: "latency", format: (value) => `${formatNumber(value)} ms` });
   const totals = h("p", { class: "totals" }, "Waiting for statistics…");
@@ -169,7 +229,31 @@ function listenerCard(ctx, listener, containersById) {
       errors.show(error);
     }
   });
+  let historyLoaded = false;
+  async function loadHistory() {
+    historyLoaded = true;
+    const now = Date.now();
+    let series;
+    try {
+      series = await api("GET", `/load-balancer/listeners/${encodeURIComponent(listener.id)}/stats`, {
+        query: { from: new Date(now - HISTORY_MINUTES * 60_000).toISOString(), step: HISTORY_STEP_SECONDS },
+      });
+    } catch (error) {
+      if (ctx.alive()) errors.show(error);
+      return;
+    }
+    if (!ctx.alive()) return;
+    for (const point of series.points) {
+      const end = Date.parse(point.ts) + series.step * 1000;
+      if (end > now) continue; // the step still filling: the live figures cover it
+      rpsSeries.push(point.rps, end);
+      p50.push(point.latency_ms?.p50, end);
+      p95.push(point.latency_ms?.p95, end);
+      p99.push(point.latency_ms?.p99, end);
+    }
+  }
   const stop = poll(async () => {
+    if (!historyLoaded) await loadHistory();
     let stats;
     try {
       stats = await api("GET", `/load-balancer/listeners/${encodeURIComponent(listener.id)}/stats`);
@@ -187,14 +271,17 @@ function listenerCard(ctx, listener, containersById) {
     rps.update([{ name: "RPS", points: rpsSeries.points }]);
     latency.update([{ name: "p50", points: p50.points }, { name: "p95", points: p95.points }, { name: "p99", points: p99.points }]);
     totals.textContent = `${stats.requests} requests, ${stats.errors} errors, ${stats.active_connections} open connections`;
+    const split = Object.entries(stats.regions || {}).map(([name, region]) => `${name}: ${region.requests} requests, ${region.healthy}/${region.instances} healthy`);
+    if (split.length) totals.textContent += ` — by region: ${split.join("; ")}`;
     clear(instances).append(
       stats.instances.length
         ? table(
             `Instances of ${listener.service}`,
-            ["Container", "Address", "Health", "Requests", "Errors", "Open"],
+            ["Container", "Address", "Region", "Health", "Requests", "Errors", "Open"],
             stats.instances.map((instance) => [
               containersById.get(instance.id)?.name ?? instance.id,
               `${instance.address}:${instance.port}`,
+              instance.region || "—",
               statusBadge(instance.status),
               String(instance.requests),
               String(instance.errors),
