@@ -29,7 +29,9 @@ class HostnameClaimed(Conflict):
     code = "hostname_taken"
 
 
-class VerificationFailed(ValidationFailed):
+class VerificationFailed(Conflict):
+    """No proof of ownership found yet: the claim stands, the client publishes the proof and asks again."""
+
     code = "verification_failed"
 
 
@@ -108,10 +110,7 @@ async def verify_hostname(
 async def _check_listener(listeners: ListenerStore, owner_id: str, listener_id: str) -> None:
     listener = await listeners.get(owner_id, parse_id(listener_id))
     if listener is None:
-        raise ValidationFailed(
-            f"listener_id {listener_id} is not one of your listeners.",
-            details=[{"loc": ["body", "listener_id"], "msg": "the id of one of your listeners"}],
-        )
+        raise NotFound(f"listener_id {listener_id} is not one of your listeners.")
     if listener["protocol"] not in ("http", "https"):
         raise ValidationFailed("Host names route HTTP: attach them to an http or https listener.")
 

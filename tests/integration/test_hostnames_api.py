@@ -150,7 +150,7 @@ async def test_a_dns_proof_verifies_and_the_name_is_then_one_tenants(world: dict
     verification = claim["verification"]
     assert verification["dns_txt_name"] == f"_berth-challenge.{name}"
     failed = await api.post(f"{HOSTNAMES}/{claim['id']}/verify", json={"method": "dns"}, headers=owner.headers)
-    assert failed.status_code == 422 and failed.json()["error"]["code"] == "verification_failed"
+    assert failed.status_code == 409 and failed.json()["error"]["code"] == "verification_failed"
     # WHEN the TXT record is published (in the test's resolver) and the claim verified
     world["dns"].records[verification["dns_txt_name"]] = ["unrelated", verification["dns_txt_value"]]
     verified = await api.post(f"{HOSTNAMES}/{claim['id']}/verify", json={"method": "dns"}, headers=owner.headers)
@@ -189,10 +189,10 @@ async def test_only_a_verified_name_routes_and_only_to_its_owners_http_listener(
     assert early.status_code == 409 and early.json()["error"]["code"] == "hostname_not_verified"
     world["dns"].records[claim["verification"]["dns_txt_name"]] = [claim["verification"]["dns_txt_value"]]
     assert (await api.post(f"{path}/verify", json={"method": "dns"}, headers=owner.headers)).status_code == 200
-    # another tenant's listener, or a tcp one: 422
-    for listener_id in (listeners[stranger.id]["http"], listeners[owner.id]["tcp"]):
+    # another tenant's listener is not found (404, as every other tenant's resource); a tcp one: 422
+    for listener_id, status in ((listeners[stranger.id]["http"], 404), (listeners[owner.id]["tcp"], 422)):
         refused = await api.patch(path, json={"listener_id": listener_id}, headers=owner.headers)
-        assert refused.status_code == 422, refused.text
+        assert refused.status_code == status, refused.text
     # the owner's http listener: routed
     attached = await api.patch(path, json={"listener_id": http_listener}, headers=owner.headers)
     assert attached.status_code == 200 and attached.json()["listener_id"] == http_listener
