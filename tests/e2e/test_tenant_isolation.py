@@ -28,6 +28,7 @@ from tests.e2e.conftest import SignedInUser, sign_up_and_in
 from tests.e2e.test_images import upload_and_process
 from tests.e2e.test_traffic import Stream, _listener, _routed, _wait_for_status
 from tests.support.docker_images import build_test_image, save_image
+from tests.support.plans import move_to_plan
 from tests.support.waiting import wait_until
 from worker.container_runtime import CONTAINER_ID_LABEL, OWNER_LABEL
 from worker.tenant_networks import LEGACY_CUSTOMER_NETWORK, TENANT_NETWORK_PREFIX
@@ -81,7 +82,12 @@ def running(client: httpx.Client, tenant: Tenant, container_id: str, docker_clie
 
 @pytest.fixture(scope="module")
 def tenants(
-    gateway: RunningGateway, worker: Any, lb_runtime: RunningLb, web_archive: Path, docker_client: docker.DockerClient
+    gateway: RunningGateway,
+    worker: Any,
+    lb_runtime: RunningLb,
+    web_archive: Path,
+    docker_client: docker.DockerClient,
+    test_database: str,
 ) -> Iterator[tuple[Tenant, Tenant]]:
     """A with two replicas of "api" and one "front" (where A's commands run); B with one "secret"."""
     made: list[Tenant] = []
@@ -93,6 +99,8 @@ def tenants(
                 assert image["status"] == "ready", image
                 made.append(Tenant(user, image["id"]))
             a, b = made
+            # A runs four containers over the module (a new replica joins later): more than the free plan's 3.
+            move_to_plan(client, test_database, a.user.id, "pro", email=a.user.email, password=a.user.password)
             for tenant, name, service in ((a, "api-0", "api"), (a, "api-1", "api"), (a, "front", "front")):
                 tenant.containers[name] = deploy(client, tenant, name, service)
             b.containers["secret-0"] = deploy(client, b, "secret-0", "secret")
