@@ -87,8 +87,8 @@ class JobQueue(Protocol):
         """Enqueue ``job``."""
         ...
 
-    async def receive(self, max_jobs: int, wait_seconds: int) -> list[ReceivedJob]:
-        """Long-poll for up to ``max_jobs`` jobs."""
+    async def receive(self, max_jobs: int, wait_seconds: int, visibility_seconds: int) -> list[ReceivedJob]:
+        """Long-poll for up to ``max_jobs`` jobs, each kept invisible to other receivers for ``visibility_seconds``."""
         ...
 
     async def delete(self, received: ReceivedJob) -> None:
@@ -114,11 +114,12 @@ class SqsJobQueue:
     async def send(self, job: Job) -> None:
         await self._call("send_message", MessageBody=job.encode())
 
-    async def receive(self, max_jobs: int, wait_seconds: int) -> list[ReceivedJob]:
+    async def receive(self, max_jobs: int, wait_seconds: int, visibility_seconds: int) -> list[ReceivedJob]:
         answer = await self._call(
             "receive_message",
             MaxNumberOfMessages=max(1, min(max_jobs, 10)),
             WaitTimeSeconds=wait_seconds,
+            VisibilityTimeout=visibility_seconds,
             MessageSystemAttributeNames=["ApproximateReceiveCount"],
         )
         received = []

@@ -5,7 +5,7 @@ the host registers, so a host the scheduler can see has one); image jobs from th
 One poll loop per queue; both share the ``worker_concurrency`` slots, a loop polling only while a slot
 is free. Each job runs in a slot, its message kept invisible to other workers while it runs. A message
 is deleted only when its job succeeded or failed for good; a retryable failure leaves it to come back
-after the visibility timeout, and a message that cannot be decoded is never deleted, so SQS moves it to
+after a backoff (2, 4, 8 s ...), and a message that cannot be decoded is never deleted, so SQS moves it to
 the dead-letter queue after its ``maxReceiveCount``. The first SIGTERM stops polling both queues and lets
 jobs in flight finish; a second one exits.
 """
@@ -170,7 +170,9 @@ class Worker:
             if self._stopping.is_set():
                 break
             try:
-                batch = await queue.receive(free, self.settings.worker_wait_seconds)
+                batch = await queue.receive(
+                    free, self.settings.worker_wait_seconds, self.settings.worker_visibility_seconds
+                )
             except DependencyError as exc:
                 log_event(logger, "queue unavailable; retrying", queue=name, error=str(exc))
                 await self._sleep(2.0)
@@ -309,7 +311,11 @@ class Worker:
                 with self.metrics.running.track_inprogress():
                     outcome = await self._execute(received)
             self.metrics.jobs.labels(kind, outcome).inc()
-            if outcome != "retry":
+            if outcome == "retry":
+                # Back off (2, 4, 8 s ... up to the visibility timeout) rather than wait out the whole timeout.
+                backoff = min(2**received.receive_count, self.settings.worker_visibility_seconds)
+                await queue.extend(received, backoff)
+            else:
                 await queue.delete(received)
                 self.completed += 1
         except DependencyError as exc:
