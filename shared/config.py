@@ -11,7 +11,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -88,10 +88,39 @@ class LoadBalancerSettings(_Base):
     lb_port_range_end: int = Field(default=29999, ge=1, le=65535)
     lb_bind_address: str = "127.0.0.1"
     lb_admin_url: str = "http://127.0.0.1:9180"
+    # The DNS resolver asked for host names' TXT proofs of ownership: "host", "host:port" or "[v6 address]:port"
+    # (port 53 unless given); unset: the first nameserver of /etc/resolv.conf. The tests run a resolver of their own.
+    hostname_proof_resolver: str | None = Field(
+        default=None, pattern=r"^(\[[0-9a-fA-F:.]+\]|[^\s:\[\]]+)(:[0-9]{1,5})?$"
+    )
 
     @property
     def lb_port_range(self) -> range:
         return range(self.lb_port_range_start, self.lb_port_range_end + 1)
+
+    @property
+    def hostname_proof_resolver_address(self) -> tuple[str, int] | None:
+        """``hostname_proof_resolver`` as (host, port); None when unset (the system's resolver)."""
+        if self.hostname_proof_resolver is None:
+            return None
+        return _host_and_port(self.hostname_proof_resolver, 53)
+
+    @field_validator("hostname_proof_resolver")
+    @classmethod
+    def _resolver_port_in_range(cls, value: str | None) -> str | None:
+        if value is not None and not 0 < _host_and_port(value, 53)[1] <= 65535:
+            raise ValueError("BERTH_HOSTNAME_PROOF_RESOLVER: the port must be 1-65535")
+        return value
+
+
+def _host_and_port(text: str, default_port: int) -> tuple[str, int]:
+    """("host", port) of "host", "host:port", "[v6]" or "[v6]:port" (already matched by the field's pattern)."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":")
+    else:
+        host, _, port = text.partition(":")
+    return host, int(port) if port else default_port
 
 
 class AuthSettings(_Base):

@@ -30,6 +30,7 @@ import httpx
 import pytest
 import redis
 
+from tests.support.dns import LocalResolver, resolver_thread
 from tests.support.waiting import wait_until
 
 RUN_ID = secrets.token_hex(4)
@@ -45,9 +46,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 LOCAL_AWS_PORT = free_port()
 LOCAL_AWS_URL = f"http://127.0.0.1:{LOCAL_AWS_PORT}"
 LB_ADMIN_PORT = free_port()
+# The session lb-runtime's shared ports (host routes of verified host names: 80 and 443 on an edge host).
+LB_SHARED_HTTP_PORT = free_port()
+LB_SHARED_HTTPS_PORT = free_port()
+# Where the load-balancer function asks for host names' TXT proofs: the `hostname_resolver` fixture's server.
+HOSTNAME_RESOLVER_PORT = free_udp_port()
 
 # Settings are read from the environment at first use; point them at the test's own resources.
 os.environ.update(
@@ -61,6 +73,9 @@ os.environ.update(
         "BERTH_CLUSTER_ID": f"test-{RUN_ID}",
         # Where the load-balancer function finds the run's lb-runtime (the `lb_runtime` fixture starts it).
         "BERTH_LB_ADMIN_URL": f"http://127.0.0.1:{LB_ADMIN_PORT}",
+        # Proofs of host-name ownership are asked of the run's own resolver (`hostname_resolver`), never the
+        # machine's: no test query leaves the machine, and a name is proven by publishing it there.
+        "BERTH_HOSTNAME_PROOF_RESOLVER": f"127.0.0.1:{HOSTNAME_RESOLVER_PORT}",
         # Workers built in tests serve no metrics unless a test asks (start_worker gives each a free port).
         "BERTH_WORKER_ADMIN_PORT": "0",
         # Gateways serve no metrics either unless a test asks (tests/e2e/test_observability.py).
@@ -274,6 +289,8 @@ class RunningLb:
     process: subprocess.Popen[bytes]
     log_path: Path
     admin_url: str
+    shared_http_port: int | None = None
+    shared_https_port: int | None = None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -281,10 +298,17 @@ class RunningLb:
 
 @pytest.fixture(scope="session")
 def lb_runtime(tmp_path_factory: pytest.TempPathFactory, backing_services: None) -> Iterator[RunningLb]:
-    """One `berth lb` for the session, following the run's listeners and registry (customer ports on 127.0.0.1)."""
+    """One `berth lb` for the session, following the run's listeners and registry (customer ports on 127.0.0.1),
+    with shared ports where verified host names route by Host (tests/e2e/test_host_routing.py)."""
     env = dict(os.environ)
     env.update(
-        {"BERTH_LB_ADMIN_PORT": str(LB_ADMIN_PORT), "BERTH_LB_BIND_ADDRESS": "127.0.0.1", "BERTH_LOG_LEVEL": "INFO"}
+        {
+            "BERTH_LB_ADMIN_PORT": str(LB_ADMIN_PORT),
+            "BERTH_LB_BIND_ADDRESS": "127.0.0.1",
+            "BERTH_LB_SHARED_HTTP_PORT": str(LB_SHARED_HTTP_PORT),
+            "BERTH_LB_SHARED_HTTPS_PORT": str(LB_SHARED_HTTPS_PORT),
+            "BERTH_LOG_LEVEL": "INFO",
+        }
     )
     log_path = tmp_path_factory.mktemp("lb") / "lb-runtime.log"
     with log_path.open("wb") as log:
@@ -294,9 +318,17 @@ def lb_runtime(tmp_path_factory: pytest.TempPathFactory, backing_services: None)
     admin_url = f"http://127.0.0.1:{LB_ADMIN_PORT}"
     try:
         wait_for_http(admin_url + "/healthz", process=process)
-        yield RunningLb(process, log_path, admin_url)
+        yield RunningLb(process, log_path, admin_url, LB_SHARED_HTTP_PORT, LB_SHARED_HTTPS_PORT)
     finally:
         stop_process(process)
+
+
+@pytest.fixture(scope="session")
+def hostname_resolver() -> Iterator[LocalResolver]:
+    """The DNS resolver the run's functions ask for proofs of host-name ownership (BERTH_HOSTNAME_PROOF_RESOLVER):
+    a test publishes a TXT record by putting it in ``records``."""
+    with resolver_thread(HOSTNAME_RESOLVER_PORT) as resolver:
+        yield resolver
 
 
 @pytest.fixture(scope="session")

@@ -57,7 +57,7 @@ async def _hostnames() -> HostnameStore:
 
 
 async def _ownership() -> OwnershipProof:
-    return DnsHttpProof()
+    return DnsHttpProof(get_function_settings().hostname_proof_resolver_address)
 
 
 async def _traffic() -> LbRuntimeStats:

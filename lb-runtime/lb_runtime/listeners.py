@@ -47,7 +47,11 @@ class ListenerState:
         self.connections: set[Any] = set()
         self.closing = False
         self.scheme = b"https" if config.protocol == "https" else b"http"
-        self.tls = CertificateSelector(config.all_certificates()) if config.protocol == "https" else None
+        self.tls = (
+            CertificateSelector(config.all_certificates(), config.route_certificates())
+            if config.protocol == "https"
+            else None
+        )
         # A shared port: Host (lowercase, no port) -> the route's own state; None for a listener of one service.
         self.routes: dict[bytes, ListenerState] | None = None
         self.redirect_port = config.redirect_https_port
@@ -60,7 +64,8 @@ class ListenerState:
         self.balancer = self._balancer(config, backends)
         self.redirect_port = config.redirect_https_port
         if self.tls is not None:
-            self.tls.update(config.all_certificates())  # new handshakes get the new certificates
+            # New handshakes get the new certificates (a route's host only ever its own route's).
+            self.tls.update(config.all_certificates(), config.route_certificates())
 
     def _balancer(self, config: Listener, backends: Sequence[Backend]) -> Balancer:
         for backend in backends:

@@ -149,6 +149,11 @@ class Listener(_Frozen):
         """The listener's own certificates, then its routes' (the first one is the default)."""
         return self.certificates + tuple(certificate for route in self.routes for certificate in route.certificates)
 
+    def route_certificates(self) -> dict[str, tuple[Certificate, ...]] | None:
+        """A shared port's certificates by route host (each host is given one of its own route's only);
+        None for a listener of one service."""
+        return {route.host: route.certificates for route in self.routes} if self.routes else None
+
     def route_listeners(self) -> tuple[Listener, ...]:
         """Each host route as a listener of its own (its balancer, health check and figures), same port."""
         return tuple(

@@ -3,8 +3,9 @@
 Every context is TLS 1.2 or 1.3 only, with forward-secret AEAD ciphers for 1.2 (TLS 1.3's suites are all
 modern), ALPN ``http/1.1``, no compression, no renegotiation. A listener's server context carries its first
 certificate (for clients without SNI or with an unknown name) and an SNI callback that switches to the
-certificate naming the host (exact name first, then ``*.parent``). A new set of certificates replaces the
-selection in place: connections made afterwards get them, the listener is not re-bound.
+certificate naming the host (exact name first, then ``*.parent``); on a shared port, a route's host is given
+one of its own route's certificates only. A new set of certificates replaces the selection in place:
+connections made afterwards get them, the listener is not re-bound.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 import ssl
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lb_runtime.snapshot import Certificate
@@ -53,30 +54,52 @@ def load_certificate(context: ssl.SSLContext, certificate: Certificate) -> None:
 
 
 class CertificateSelector:
-    """The server context of one https listener and the SNI choice among its certificates."""
+    """The server context of one https listener and the SNI choice among its certificates.
 
-    def __init__(self, certificates: Sequence[Certificate]) -> None:
+    On a shared port (``hosts``: each host route's host and that route's own certificates), a route's host is
+    only ever given one of its own route's certificates: another route's certificate is not, whatever names it
+    carries (a certificate's names are no proof of owning them; the host names were proven to the control
+    plane). Other names (no route's) get the default, the first certificate."""
+
+    def __init__(
+        self, certificates: Sequence[Certificate], hosts: Mapping[str, Sequence[Certificate]] | None = None
+    ) -> None:
         self.context = server_context()
         self.context.sni_callback = self._on_server_name
         self._exact: dict[str, ssl.SSLContext] = {}
         self._wildcard: dict[str, ssl.SSLContext] = {}
-        self._loaded: tuple[Certificate, ...] = ()
-        self.update(certificates)
+        self._loaded: tuple[Any, ...] = ()
+        self.update(certificates, hosts)
 
-    def update(self, certificates: Sequence[Certificate]) -> None:
-        """Serve ``certificates`` from the next handshake on (the first one is the default)."""
+    def update(
+        self, certificates: Sequence[Certificate], hosts: Mapping[str, Sequence[Certificate]] | None = None
+    ) -> None:
+        """Serve ``certificates`` (and ``hosts``' choices) from the next handshake on (the first is the default)."""
         certificates = tuple(certificates)
-        if certificates == self._loaded:
+        scoped = None if hosts is None else tuple((host, tuple(own)) for host, own in hosts.items())
+        if (certificates, scoped) == self._loaded:
             return
+        contexts: dict[Certificate, ssl.SSLContext] = {}
+
+        def context_of(certificate: Certificate) -> ssl.SSLContext:
+            if certificate not in contexts:
+                contexts[certificate] = server_context(certificate)
+            return contexts[certificate]
+
         exact: dict[str, ssl.SSLContext] = {}
         wildcard: dict[str, ssl.SSLContext] = {}
-        for certificate in certificates:
-            context = server_context(certificate)
-            for name in certificate.hostnames:
-                target = wildcard if name.startswith("*.") else exact
-                target.setdefault(name.removeprefix("*."), context)
+        if scoped is None:
+            for certificate in certificates:
+                for name in certificate.hostnames:
+                    target = wildcard if name.startswith("*.") else exact
+                    target.setdefault(name.removeprefix("*."), context_of(certificate))
+        else:
+            for host, own in scoped:
+                chosen = _naming(own, host)
+                if chosen is not None:
+                    exact[host] = context_of(chosen)
         load_certificate(self.context, certificates[0])
-        self._exact, self._wildcard, self._loaded = exact, wildcard, certificates
+        self._exact, self._wildcard, self._loaded = exact, wildcard, (certificates, scoped)
 
     def context_for(self, server_name: str | None) -> ssl.SSLContext | None:
         """The context whose certificate names ``server_name`` (None: keep the default)."""
@@ -92,3 +115,14 @@ class CertificateSelector:
         chosen = self.context_for(server_name)
         if chosen is not None:
             connection.context = chosen
+
+
+def _naming(certificates: Sequence[Certificate], host: str) -> Certificate | None:
+    """The first of ``certificates`` naming ``host`` exactly, else by a wildcard, else the first one (a route
+    whose certificates do not name its host still presents its own); None when there are none."""
+    parent = "*." + host.split(".", 1)[1] if "." in host else None
+    for wanted in (host, parent):
+        for certificate in certificates:
+            if wanted in certificate.hostnames:
+                return certificate
+    return certificates[0] if certificates else None

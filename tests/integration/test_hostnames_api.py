@@ -1,14 +1,13 @@
 """Host names for the shared ports through the load-balancer function in-process, against the run's
-PostgreSQL: a claim is proven by a DNS TXT record (asked of this test's own resolver, a small UDP DNS server
-here) or an HTTP token, a name belongs to one tenant only (409), and only a verified name can be attached,
-to the caller's own http or https listener."""
+PostgreSQL: a claim is proven by a DNS TXT record (asked of this test's own resolver, the small UDP DNS server
+of tests/support/dns.py) or an HTTP token, a name belongs to one tenant only (409), and only a verified name
+can be attached, to the caller's own http or https listener."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 import secrets
-import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,34 +22,9 @@ from functions.load_balancer.app import app as lb_app
 from functions.load_balancer.ownership import DnsHttpProof
 from shared.config import get_function_settings
 from shared.tokens import JwksKeySource, TokenVerifier
+from tests.support.dns import LocalResolver
 
 HOSTNAMES = "/api/load-balancer/hostnames"
-
-
-class LocalResolver(asyncio.DatagramProtocol):
-    """Answers TXT queries from ``records`` (name -> strings); NXDOMAIN for anything else."""
-
-    def __init__(self) -> None:
-        self.records: dict[str, list[str]] = {}
-        self.transport: Any = None
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        labels, offset = [], 12
-        while data[offset]:
-            labels.append(data[offset + 1 : offset + 1 + data[offset]].decode())
-            offset += 1 + data[offset]
-        question = data[12 : offset + 5]
-        strings = self.records.get(".".join(labels), [])
-        flags = 0x8180 if strings else 0x8183  # a response; NXDOMAIN when there is no record
-        header = data[:2] + struct.pack("!HHHHH", flags, 1, len(strings), 0, 0)
-        answers = b""
-        for text in strings:
-            payload = bytes([len(text)]) + text.encode()
-            answers += b"\xc0\x0c" + struct.pack("!HHIH", 16, 1, 60, len(payload)) + payload
-        self.transport.sendto(header + question + answers, addr)
 
 
 @dataclass
@@ -189,8 +163,8 @@ async def test_only_a_verified_name_routes_and_only_to_its_owners_http_listener(
     assert early.status_code == 409 and early.json()["error"]["code"] == "hostname_not_verified"
     world["dns"].records[claim["verification"]["dns_txt_name"]] = [claim["verification"]["dns_txt_value"]]
     assert (await api.post(f"{path}/verify", json={"method": "dns"}, headers=owner.headers)).status_code == 200
-    # another tenant's listener is not found (404, as every other tenant's resource); a tcp one: 422
-    for listener_id, status in ((listeners[stranger.id]["http"], 404), (listeners[owner.id]["tcp"], 422)):
+    # another tenant's listener is not found (404, as every other tenant's resource); a tcp one: 409
+    for listener_id, status in ((listeners[stranger.id]["http"], 404), (listeners[owner.id]["tcp"], 409)):
         refused = await api.patch(path, json={"listener_id": listener_id}, headers=owner.headers)
         assert refused.status_code == status, refused.text
     # the owner's http listener: routed

@@ -10,7 +10,7 @@ import httpx
 
 from tests.lb_runtime.support import listener, running_lb
 from tests.lb_runtime.test_https import client_context, https_get
-from tests.support.certificates import make_ca
+from tests.support.certificates import CertificateAuthority, make_ca
 
 
 def shared(routes: list[dict], **extra: object) -> dict:
@@ -19,6 +19,11 @@ def shared(routes: list[dict], **extra: object) -> dict:
 
 def route(route_id: str, host: str, *instances: dict, **extra: object) -> dict:
     return {"id": route_id, "host": host, "instances": list(instances)} | extra
+
+
+def certificate(ca: CertificateAuthority, certificate_id: str, *hosts: str) -> dict:
+    chain, key = ca.issue(*hosts)
+    return {"id": certificate_id, "chain_pem": chain, "key_pem": key}
 
 
 async def test_each_host_goes_to_its_own_service(http_backends) -> None:
@@ -112,14 +117,9 @@ async def test_a_shared_https_port_picks_certificate_and_route_by_name(http_back
     # GIVEN two tenants' https routes on one port, each with its own certificate
     ca = make_ca()
     a, b = await http_backends("a"), await http_backends("b")
-
-    def certificate(name: str, host: str) -> dict:
-        chain, key = ca.issue(host)
-        return {"id": name, "chain_pem": chain, "key_pem": key}
-
     routes = [
-        route("r-a", "a.example", a.instance, certificates=[certificate("ca", "a.example")]),
-        route("r-b", "b.example", b.instance, certificates=[certificate("cb", "b.example")]),
+        route("r-a", "a.example", a.instance, certificates=[certificate(ca, "ca", "a.example")]),
+        route("r-b", "b.example", b.instance, certificates=[certificate(ca, "cb", "b.example")]),
     ]
     async with running_lb({"listeners": [shared(routes, protocol="https")]}) as (runtime, _):
         port = runtime.listener_port("shared")
@@ -128,6 +128,23 @@ async def test_a_shared_https_port_picks_certificate_and_route_by_name(http_back
     # THEN each host gets its own certificate and its own service
     assert (to_a["names"], to_a["body"]) == (["a.example"], b"a")
     assert (to_b["names"], to_b["body"]) == (["b.example"], b"b")
+
+
+async def test_a_host_is_never_given_another_routes_certificate(http_backends) -> None:
+    # GIVEN b's route first, with a certificate that names a's host too (names in a certificate prove nothing)
+    ca = make_ca()
+    a, b = await http_backends("a"), await http_backends("b")
+    routes = [
+        route("r-b", "b.example", b.instance, certificates=[certificate(ca, "cb", "b.example", "a.example")]),
+        route("r-a", "a.example", a.instance, certificates=[certificate(ca, "ca", "a.example")]),
+    ]
+    async with running_lb({"listeners": [shared(routes, protocol="https")]}) as (runtime, _):
+        port = runtime.listener_port("shared")
+        to_a = await https_get(port, "a.example", client_context(ca))
+        to_b = await https_get(port, "b.example", client_context(ca))
+    # THEN a's host gets a's own certificate, and b's its own
+    assert (to_a["names"], to_a["body"]) == (["a.example"], b"a")
+    assert (to_b["names"], to_b["body"]) == (["b.example", "a.example"], b"b")
 
 
 async def test_a_route_can_send_its_host_to_https(http_backends) -> None:
