@@ -64,6 +64,13 @@ class Conflict(BerthError):
     code = "conflict"
 
 
+class ConfirmationMismatch(Conflict):
+    """A destructive request whose ``confirm`` does not name what it deletes (the account's email, the
+    service's name): nothing is deleted."""
+
+    code = "confirmation_mismatch"
+
+
 class PayloadTooLarge(BerthError):
     status = 413
     code = "payload_too_large"

@@ -100,7 +100,10 @@ _SHARED = ipaddress.ip_network("100.64.0.0/10")
 
 def _checked_target(url: str) -> tuple[str, int]:
     """The host and port of a well-formed webhook URL; ``WebhookUrlRefused`` says what is wrong with it."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # a malformed IPv6 literal, a host that normalises to a delimiter
+        raise WebhookUrlRefused(f"The webhook URL is not a URL ({exc}).") from exc
     if parts.scheme not in ("http", "https"):
         raise WebhookUrlRefused("The webhook URL must start with http:// or https://.")
     if parts.username or parts.password:
@@ -112,6 +115,8 @@ def _checked_target(url: str) -> tuple[str, int]:
         port = parts.port
     except ValueError as exc:
         raise WebhookUrlRefused("The webhook URL's port is not a number from 1 to 65535.") from exc
+    if port == 0:
+        raise WebhookUrlRefused("The webhook URL's port is not a number from 1 to 65535.")
     return host, port or (443 if parts.scheme == "https" else 80)
 
 

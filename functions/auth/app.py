@@ -36,7 +36,7 @@ from functions.auth.models import (
 )
 from functions.auth.signing_keys import JWKS_ROUTE_MAX_AGE_SECONDS, PublishedSigningKeys, published_jwks
 from shared.config import FunctionSettings, get_function_settings
-from shared.errors import Conflict, NotFound
+from shared.errors import ConfirmationMismatch, NotFound
 from shared.http_app import create_app, lambda_handler
 from shared.identity import AdminUser as Admin
 from shared.identity import CurrentUser, DeletingUser, SessionUser
@@ -153,10 +153,6 @@ async def openid_configuration(response: Response, settings: Settings) -> dict[s
 async def jwks(response: Response, settings: Settings) -> dict[str, Any]:
     response.headers["Cache-Control"] = DISCOVERY_CACHE_CONTROL
     return await published_jwks(settings, max_age=JWKS_ROUTE_MAX_AGE_SECONDS)
-
-
-class ConfirmationMismatch(Conflict):
-    code = "confirmation_mismatch"
 
 
 admin = APIRouter(prefix="/api/admin", tags=["admin"])

@@ -35,6 +35,7 @@ from shared.billing.meters import METERS
 from shared.billing.plan_store import Plan, PlanStore
 from shared.db import Database
 from shared.errors import BadRequest, NotFound, ValidationFailed
+from shared.instants import parse_date, parse_date_time
 from shared.jobs import HostJobQueues, Job, JobKind
 from shared.pagination import decode_cursor, encode_cursor, page_of, parse_id
 
@@ -45,15 +46,15 @@ _MICRO = timedelta(microseconds=1)
 
 
 def parse_moment(text: str, field: str) -> datetime:
-    """An RFC 3339 time or a YYYY-MM-DD date (midnight UTC); 422 otherwise."""
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError as exc:
+    """An RFC 3339 date-time or a YYYY-MM-DD date (midnight UTC), exactly as shared.instants reads them; 422
+    otherwise."""
+    moment = parse_date_time(text) or parse_date(text)
+    if moment is None:
         raise ValidationFailed(
-            f"{field}: {text!r} is not an RFC 3339 time or a YYYY-MM-DD date.",
-            details=[{"field": field, "message": "an RFC 3339 time or a YYYY-MM-DD date"}],
-        ) from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+            f"{field}: {text[:60]!r} is not an RFC 3339 date-time or a YYYY-MM-DD date.",
+            details=[{"field": field, "message": "an RFC 3339 date-time or a YYYY-MM-DD date"}],
+        )
+    return moment
 
 
 def _quantity(value: Any) -> float:
@@ -66,8 +67,8 @@ async def usage(
     """The caller's usage in [from, to) (default: this billing period so far), from the hourly rollups: an
     hour counts when it starts inside the range."""
     now = datetime.now(UTC)
-    start = parse_moment(start_text, "from") if start_text else period_containing(now).start
-    end = parse_moment(end_text, "to") if end_text else now
+    start = parse_moment(start_text, "from") if start_text is not None else period_containing(now).start
+    end = parse_moment(end_text, "to") if end_text is not None else now
     if end <= start:
         raise ValidationFailed("to must be after from.", details=[{"field": "to", "message": "after from"}])
     if end - start > MAX_USAGE_RANGE:

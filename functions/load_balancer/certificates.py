@@ -102,20 +102,37 @@ async def delete_certificate(certificates: CertificateStore, owner_id: str, cert
         raise NotFound(f"No certificate {certificate_id}.")
 
 
+class CertificatesProtocolConflict(Conflict):
+    """certificate_ids that do not go with the listener's protocol as it stands (a PATCH naming one of them)."""
+
+    code = "certificates_protocol_mismatch"
+
+
 async def checked_listener_certificates(
-    certificates: CertificateStore, owner_id: str, protocol: str, certificate_ids: list[str] | None
+    certificates: CertificateStore,
+    owner_id: str,
+    protocol: str,
+    certificate_ids: list[str] | None,
+    *,
+    body_alone: bool = True,
 ) -> list[str]:
-    """The certificate ids an https listener will present (the caller's own, at least one); none otherwise."""
+    """The certificate ids an https listener will present (the caller's own, at least one); none otherwise.
+
+    A protocol and certificates that do not go together (certificates on a listener that is not https, an
+    https listener without any) are a 422 when the request body alone says so (``body_alone``: a create, or a
+    PATCH naming both protocol and certificate_ids) and a 409 when the listener's current protocol or
+    certificates are part of it (a PATCH naming only one of them)."""
+    mismatch = ValidationFailed if body_alone else CertificatesProtocolConflict
     ids = [parse_id(certificate_id) for certificate_id in certificate_ids or []]
     if protocol != "https":
         if ids:
-            raise ValidationFailed(
+            raise mismatch(
                 "certificate_ids are for https listeners only.",
                 details=[{"loc": ["body", "certificate_ids"], "msg": "only with protocol https"}],
             )
         return []
     if not ids:
-        raise ValidationFailed(
+        raise mismatch(
             "An https listener needs certificate_ids: upload a certificate (POST /api/load-balancer/certificates) "
             "and name it here.",
             details=[{"loc": ["body", "certificate_ids"], "msg": "at least one certificate"}],

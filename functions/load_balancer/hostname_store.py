@@ -1,13 +1,15 @@
 """Host-name claims for the shared ports: data access, scoped to the owner except for the one question that
 must see every tenant (is this name verified by someone else?). The partial unique index on verified names
-is what keeps a name from belonging to two tenants."""
+is what keeps a name from belonging to two tenants. A change to a claim and its listeners locks the listeners
+first, then the claim: the order a listener's delete takes them in (see ``_lock_listeners_first``)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from psycopg import errors
+from psycopg import AsyncConnection, errors
+from psycopg.rows import DictRow
 
 from shared.db import Database
 
@@ -16,6 +18,20 @@ _COLUMNS = "id, owner_id, hostname, token, verified_at, verified_by, listener_id
 
 class HostnameTaken(Exception):
     """Another tenant holds the name (verified), or the owner already claimed it."""
+
+
+async def _lock_listeners_first(
+    conn: AsyncConnection[DictRow], owner_id: str, claim_id: str, new_listener_id: str | None = None
+) -> None:
+    """Lock the listeners a change of this claim touches (the one it routes to now, and ``new_listener_id``)
+    before the claim's row. Deleting a listener locks the listener and then, by its ON DELETE SET NULL, the
+    claims routed to it: a change that locked the claim first and the listener second could deadlock with it
+    (the database would break the tie by failing one of the two, a 503)."""
+    await conn.execute(
+        "SELECT id FROM listeners WHERE owner_id = %s AND id IN (SELECT listener_id FROM hostnames WHERE id = %s "
+        "AND owner_id = %s UNION ALL SELECT %s::uuid) ORDER BY id FOR UPDATE",
+        (owner_id, claim_id, owner_id, new_listener_id),
+    )
 
 
 class HostnameStore:
@@ -50,6 +66,7 @@ class HostnameStore:
         """Verified now by ``method``; HostnameTaken when another tenant's claim was verified first."""
         try:
             async with self._db.transaction() as conn:
+                await _lock_listeners_first(conn, owner_id, claim_id)
                 cursor = await conn.execute(
                     "UPDATE hostnames SET verified_at = now(), verified_by = %s, updated_at = now() "
                     f"WHERE id = %s AND owner_id = %s RETURNING {_COLUMNS}",
@@ -66,6 +83,7 @@ class HostnameStore:
     async def attach(self, owner_id: str, claim_id: str, listener_id: str | None) -> dict[str, Any] | None:
         """Route the name to ``listener_id`` (None: to nothing); the listener's change time moves too."""
         async with self._db.transaction() as conn:
+            await _lock_listeners_first(conn, owner_id, claim_id, listener_id)
             cursor = await conn.execute(
                 "SELECT listener_id FROM hostnames WHERE id = %s AND owner_id = %s FOR UPDATE", (claim_id, owner_id)
             )
@@ -88,6 +106,7 @@ class HostnameStore:
 
     async def delete(self, owner_id: str, claim_id: str) -> dict[str, Any] | None:
         async with self._db.transaction() as conn:
+            await _lock_listeners_first(conn, owner_id, claim_id)
             cursor = await conn.execute(
                 f"DELETE FROM hostnames WHERE id = %s AND owner_id = %s RETURNING {_COLUMNS}", (claim_id, owner_id)
             )

@@ -21,7 +21,7 @@ from functions.load_balancer.models import (
 )
 from functions.load_balancer.ownership import OwnershipProof, http_path, new_token, txt_name, txt_value
 from functions.load_balancer.store import ListenerStore
-from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.errors import Conflict, NotFound
 from shared.pagination import decode_cursor, page_of, parse_id
 
 
@@ -69,6 +69,9 @@ async def claim_hostname(
 ) -> Hostname:
     """A pending claim with its proof instructions (409 when another tenant holds the name)."""
     name = body.hostname.lower().rstrip(".")
+    if body.listener_id is not None:
+        # Checked before anything is written: a refused claim leaves no claim behind.
+        await _check_listener(listeners, owner_id, body.listener_id)
     if await hostnames.verified_by_other(owner_id, name):
         raise HostnameClaimed(f"{name} belongs to another account.")
     try:
@@ -77,7 +80,6 @@ async def claim_hostname(
         raise HostnameClaimed(f"You already claimed {name}; verify or delete that claim.") from exc
     if body.listener_id is not None:
         # Recorded now, routed once verified (the control plane serves verified names only).
-        await _check_listener(listeners, owner_id, body.listener_id)
         row = await hostnames.attach(owner_id, str(row["id"]), parse_id(body.listener_id)) or row
     return _hostname(row)
 
@@ -107,12 +109,23 @@ async def verify_hostname(
     return _hostname(verified)
 
 
+class ListenerNotHttp(Conflict):
+    """The listener named is the caller's, but its protocol (tcp) routes no host names: a state of that
+    listener (a PATCH may change it), not a malformed request."""
+
+    code = "listener_not_http"
+
+
 async def _check_listener(listeners: ListenerStore, owner_id: str, listener_id: str) -> None:
+    """404 when ``listener_id`` is not one of the caller's listeners, 409 when it is not http or https."""
     listener = await listeners.get(owner_id, parse_id(listener_id))
     if listener is None:
         raise NotFound(f"listener_id {listener_id} is not one of your listeners.")
     if listener["protocol"] not in ("http", "https"):
-        raise ValidationFailed("Host names route HTTP: attach them to an http or https listener.")
+        raise ListenerNotHttp(
+            f"Listener {listener_id} is {listener['protocol']}; host names route HTTP: attach them to an http or "
+            "https listener (or change this one's protocol first)."
+        )
 
 
 async def update_hostname(

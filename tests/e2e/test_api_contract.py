@@ -105,15 +105,6 @@ def contract_world(gateway: RunningGateway) -> Iterator[ContractWorld]:
     _sql("DELETE FROM hosts WHERE id = %s", (host_id,))
 
 
-# Known, open (issue 13): the routes added this round still disagree with the document in six places the last run
-# found: DELETE /api/services/{name} answers 400 for a wrong confirm; the `from`/`to` of billing usage and
-# listener stats declare no format; attaching a host name to a tcp listener and certificate_ids on a non-https
-# listener are state rules answered 422; a service's update_policy cross-field rule; and the 403 quota answer
-# of PATCH /api/services/{name} is not declared with its details object. The run still executes in full and
-# reports every failure; it is expected to fail until those are fixed, and must then pass (strict removal).
-@pytest.mark.xfail(
-    reason="open contract disagreements on this round's new routes (see the comment above)", strict=False
-)
 def test_the_gateway_keeps_its_documented_contract_under_fuzzing(
     gateway: RunningGateway, lb_runtime: RunningLb, contract_world: ContractWorld, tmp_path: Path
 ) -> None:
