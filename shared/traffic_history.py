@@ -3,8 +3,17 @@ deltas between two readings, and latency percentiles from bucket counts. Pure fu
 records with them (worker.traffic_recorder), the load-balancer function and the alert evaluator read with them.
 
 A reading is cumulative: requests by listener, instance and status class, a latency histogram per instance,
-open connections per listener. A delta is ``current - previous`` per counter; a counter below its previous
-value means lb-runtime restarted (its counters start again from zero), so the delta is the current value.
+open connections per listener, and bytes in (toward the instances) and out (toward the clients): a listener's
+are lb-runtime's counts on its client connections (what the clients sent and received), an instance's its
+counts on the connections to that instance (the two differ by the headers the proxy adds and strips, so a
+listener's bytes are its own figure, never the sum of its instances'). A delta is ``current - previous`` per
+counter; a counter below its previous value means lb-runtime restarted (its counters start again from zero),
+so the delta is the current value. Bytes are judged on their own: their counter below its previous value, or
+the requests' reset, starts them from zero.
+Host routes of the shared ports (shared.host_routes) are reported under ids of their own; their deltas are
+folded into the listener that owns the host name (``fold_routes``), so a listener's history holds its own
+port's traffic and its host names' together. Folding comes after the deltas: each reported id keeps its own
+counters in the recorder's cursor, so a route that appears or goes away never reads as a reset of another.
 Latency buckets are re-binned onto ``LATENCY_BOUNDS`` (Berth's own history buckets, in seconds): the
 cumulative count at a bound is lb-runtime's cumulative count at its largest ``le`` not above it, exact
 whenever lb-runtime's buckets include the bound, as they do today.
@@ -17,6 +26,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from shared.host_routes import owning_listener
 
 LATENCY_BOUNDS: tuple[float, ...] = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BUCKET_COUNT = len(LATENCY_BOUNDS) + 1  # the last one is +Inf
@@ -36,6 +47,8 @@ class Figures:
     latency_buckets: list[int] = field(default_factory=lambda: [0] * BUCKET_COUNT)
     latency_sum: float = 0.0
     open_connections: int = 0  # a gauge: the reading's value, never a delta
+    bytes_in: int = 0  # received from clients (a listener) or sent to the instance (an instance)
+    bytes_out: int = 0  # sent to clients (a listener) or received from the instance (an instance)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -46,6 +59,8 @@ class Figures:
             "latency_buckets": self.latency_buckets,
             "latency_sum": self.latency_sum,
             "open_connections": self.open_connections,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
         }
 
     @classmethod
@@ -59,6 +74,8 @@ class Figures:
             latency_buckets=[int(v) for v in buckets] if isinstance(buckets, list) else [0] * BUCKET_COUNT,
             latency_sum=float(data.get("latency_sum", 0.0)),  # type: ignore[arg-type]
             open_connections=int(data.get("open_connections", 0)),  # type: ignore[call-overload]
+            bytes_in=int(data.get("bytes_in", 0)),  # type: ignore[call-overload]
+            bytes_out=int(data.get("bytes_out", 0)),  # type: ignore[call-overload]
         )
 
 
@@ -100,9 +117,17 @@ def parse_lb_metrics(text: str) -> Reading:
                 entry(listener, instance).latency_sum += value
             elif sample.name == "berth_lb_active_connections":
                 entry(listener, LISTENER_TOTAL).open_connections = int(value)
+            elif sample.name == "berth_lb_received_bytes_total":
+                entry(listener, LISTENER_TOTAL).bytes_in = int(value)
+            elif sample.name == "berth_lb_sent_bytes_total":
+                entry(listener, LISTENER_TOTAL).bytes_out = int(value)
+            elif sample.name == "berth_lb_upstream_sent_bytes_total":
+                entry(listener, instance).bytes_in = int(value)
+            elif sample.name == "berth_lb_upstream_received_bytes_total":
+                entry(listener, instance).bytes_out = int(value)
     for key, points in cumulative.items():
         reading[key].latency_buckets = rebin(points)
-    # A listener's figures are the sum of its instances' (connections are the listener's own gauge).
+    # A listener's figures are the sum of its instances' (connections and bytes are the listener's own).
     for (listener, instance), figures in list(reading.items()):
         if instance == LISTENER_TOTAL:
             continue
@@ -148,7 +173,40 @@ def delta(current: Figures, previous: Figures | None) -> Figures:
         latency_buckets=buckets,
         latency_sum=max(0.0, current.latency_sum - base.latency_sum),
         open_connections=current.open_connections,
+        bytes_in=_growth(current.bytes_in, base.bytes_in),
+        bytes_out=_growth(current.bytes_out, base.bytes_out),
     )
+
+
+def fold_routes(changes: Reading) -> Reading:
+    """Deltas by reported id, summed by the listener that owns each id (a host route's traffic is its
+    listener's); open connections, each id's own gauge at the same moment, add up too."""
+    folded: Reading = {}
+    for (reported_id, instance), change in changes.items():
+        key = (owning_listener(reported_id), instance)
+        seen = folded.get(key)
+        folded[key] = change if seen is None else add_figures(seen, change)
+    return folded
+
+
+def add_figures(a: Figures, b: Figures) -> Figures:
+    """Two sets of per-interval figures summed."""
+    return Figures(
+        requests=a.requests + b.requests,
+        errors_connect=a.errors_connect + b.errors_connect,
+        responses_4xx=a.responses_4xx + b.responses_4xx,
+        responses_5xx=a.responses_5xx + b.responses_5xx,
+        latency_buckets=add_buckets(a.latency_buckets, b.latency_buckets),
+        latency_sum=a.latency_sum + b.latency_sum,
+        open_connections=a.open_connections + b.open_connections,
+        bytes_in=a.bytes_in + b.bytes_in,
+        bytes_out=a.bytes_out + b.bytes_out,
+    )
+
+
+def _growth(current: int, previous: int) -> int:
+    """A cumulative counter's growth; below its previous value it was reset, and the new value is the growth."""
+    return current if current < previous else current - previous
 
 
 def quantile_ms(buckets: list[int], q: float) -> float | None:

@@ -7,10 +7,18 @@ own time, so a sample that arrives late but within the grace lands in its own wi
 - per container, replica-seconds and memory GiB-seconds (memory limit x time running) from its lifecycle
   events (``container_events``, written by a trigger on every status change: start, stop, loss), never by
   polling; CPU-seconds from the deltas of the cgroup CPU counter, and egress bytes from the deltas of the
-  transmit counter, in the stats samples (a counter that went down was reset: the new value is the delta);
+  transmit counter, in the stats samples (a counter that went down was reset: the new value is the delta),
+  less the bytes lb-runtime received from the container in the window (its answers through listeners, from
+  the instance rows of the traffic history, summed over listeners), floored at zero per window: a byte that
+  leaves the platform through a listener is billed once, as the listener's egress. The transmit counter
+  counts frames, so the IP/TCP (and Ethernet) headers of those answers, the container's ACKs and lb-runtime's
+  health checks stay container egress; so does everything else it sends (to the internet, to other
+  containers, to clients on its own published port);
 - per image, stored GiB-hours from its upload size and how long it existed in the window;
-- per listener, the requests lb-runtime served through it, from the listener's own 10 s traffic history
-  rows (``traffic_samples``, instance '', never its per-instance rows, which break the same requests down);
+- per listener, the requests lb-runtime served through it and the bytes it wrote to the listener's clients
+  (egress) and received from them (ingress), from the listener's own 10 s traffic history rows
+  (``traffic_samples``, instance '', never its per-instance rows, which break the same requests down and
+  count bytes on the instances' side);
   a row belongs to the window holding its start, and it is complete once its 10 s are over (the recorder
   writes only the interval it is in), so a window is whole after its grace like the others.
 
@@ -20,10 +28,15 @@ So metering a window again (another worker, a retry, a crash after the write and
 writes nothing, and a sample stored twice (same container and time) is one row. The cursor only saves work.
 
 Limits: a sample stored after its window was metered (later than the grace) is not counted in that window;
-a counter reset that leaves the counter above its previous value is taken for growth. Listener traffic is
-only as complete as its history: a gap in recording (lb-runtime unreachable) is traffic not metered, a
-listener deleted before its window is metered takes its history with it, and 10 s rows are kept a day, so a
-worker down for longer meters the older windows without their traffic.
+a counter reset that leaves the counter above its previous value is taken for growth. A container's transmit
+counter and lb-runtime's bytes received from it are observed at different moments (the stats sample, the
+recorder's round), so answers sent near a window's end may be taken off the neighbouring window instead:
+within a steady stream the shift evens out, but at the edge of a burst the floor can stop it from evening
+out, and up to a recording interval (plus a stats interval) of the container's answers is then billed on both
+meters, or comes off its other egress of the next window. Listener traffic is only as complete as its history:
+a gap in recording (lb-runtime unreachable) is traffic not metered (and answers not taken off container
+egress), a listener deleted before its window is metered takes its history with it, and 10 s rows are kept a
+day, so a worker down for longer meters the older windows without their traffic.
 """
 
 from __future__ import annotations
@@ -94,6 +107,12 @@ def counter_deltas(samples: Sequence[dict[str, Any]], field: str) -> dict[str, i
     return growth
 
 
+def container_egress(transmitted: int, proxied: int) -> int:
+    """A container's billed egress in a window: what it transmitted less its answers to lb-runtime (billed to
+    the listener as its clients' bytes), never below zero."""
+    return max(0, transmitted - proxied)
+
+
 def window_bounds(moment: datetime, window_seconds: int) -> datetime:
     """The start of the window that holds ``moment``."""
     epoch = int(moment.timestamp())
@@ -119,9 +138,11 @@ async def meter_window(store: MeteringStore, start: datetime, end: datetime) -> 
     for container_id, nanoseconds in counter_deltas(samples, "cpu_usage_ns").items():
         owner, service = owners[container_id]
         add(owner, "container", container_id, service, MeterName.CPU_SECONDS, Decimal(nanoseconds) / NANOSECONDS)
+    proxied = await store.proxied_answers(start, end)
     for container_id, sent in counter_deltas(samples, "net_tx_bytes").items():
         owner, service = owners[container_id]
-        add(owner, "container", container_id, service, MeterName.EGRESS_BYTES, Decimal(sent))
+        egress = container_egress(sent, proxied.get(container_id, 0))
+        add(owner, "container", container_id, service, MeterName.EGRESS_BYTES, Decimal(egress))
 
     for row in await store.stored_images(start, end):
         stored = seconds_of(end - max(start, row["created_at"]))
@@ -129,14 +150,12 @@ async def meter_window(store: MeteringStore, start: datetime, end: datetime) -> 
         add(row["owner_id"], "image", row["id"], None, MeterName.IMAGE_STORAGE_GIB_HOURS, gib_hours)
 
     for row in await store.listener_traffic(start, end):
-        add(
-            row["owner_id"],
-            "listener",
-            row["id"],
-            row["service"],
-            MeterName.LISTENER_REQUESTS,
-            Decimal(row["requests"]),
-        )
+        for meter, column in (
+            (MeterName.LISTENER_REQUESTS, "requests"),
+            (MeterName.LISTENER_EGRESS_BYTES, "bytes_out"),
+            (MeterName.LISTENER_INGRESS_BYTES, "bytes_in"),
+        ):
+            add(row["owner_id"], "listener", row["id"], row["service"], meter, Decimal(row[column]))
     return records
 
 

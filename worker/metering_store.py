@@ -98,6 +98,18 @@ class MeteringStore:
             {"start": start, "end": end},
         )
 
+    async def proxied_answers(self, start: datetime, end: datetime) -> dict[str, int]:
+        """Per container, the bytes lb-runtime received from it in [start, end): the instance rows of every
+        listener's 10 s traffic history that start in the window (an instance id is its container's id)."""
+        rows = await self._db.fetch_all(
+            "SELECT c.id, sum(t.bytes_out) AS bytes FROM traffic_samples t "
+            "JOIN containers c ON c.id::text = t.instance "
+            "WHERE t.resolution = %(resolution)s AND t.instance <> %(total)s AND t.ts >= %(start)s AND t.ts < %(end)s "
+            "GROUP BY c.id",
+            {"resolution": TRAFFIC_RESOLUTION, "total": LISTENER_TOTAL, "start": start, "end": end},
+        )
+        return {str(row["id"]): int(row["bytes"]) for row in rows}
+
     async def stored_images(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
         """Images stored (uploaded, not deleted) at some point in [start, end): owner, bytes, created_at."""
         return await self._db.fetch_all(
@@ -107,10 +119,12 @@ class MeteringStore:
         )
 
     async def listener_traffic(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
-        """Per listener with traffic history in [start, end): owner, service and the requests of its 10 s rows
-        that start in the window, the listener's own rows only (its instances' rows are a breakdown of them)."""
+        """Per listener with traffic history in [start, end): owner, service and the requests, bytes in and bytes
+        out of its 10 s rows that start in the window, the listener's own rows only (its instances' rows are a
+        breakdown of the requests, and count bytes on the instances' side)."""
         return await self._db.fetch_all(
-            "SELECT l.id, l.owner_id, l.service, sum(t.requests) AS requests FROM traffic_samples t "
+            "SELECT l.id, l.owner_id, l.service, sum(t.requests) AS requests, sum(t.bytes_in) AS bytes_in, "
+            "sum(t.bytes_out) AS bytes_out FROM traffic_samples t "
             "JOIN listeners l ON l.id = t.listener_id "
             "WHERE t.resolution = %(resolution)s AND t.instance = %(total)s AND t.ts >= %(start)s AND t.ts < %(end)s "
             "GROUP BY l.id, l.owner_id, l.service",

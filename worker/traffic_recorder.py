@@ -1,6 +1,7 @@
 """The traffic recorder: every ``worker_traffic_interval_seconds`` it reads lb-runtime's admin /metrics
 (``BERTH_LB_ADMIN_URL``) and adds what changed since the last reading to the listeners' history
-(worker.traffic_store; the arithmetic in shared.traffic_history). Any number of workers may run it: the
+(worker.traffic_store; the arithmetic in shared.traffic_history), a host route's on the shared ports to the
+listener that owns its host name (shared.host_routes). Any number of workers may run it: the
 cursor row's lock serialises them, and an interval read twice adds only what changed in between.
 An lb-runtime that is down skips the round (no samples: the history shows a gap, not zeros)."""
 

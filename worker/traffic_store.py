@@ -10,7 +10,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from shared.db import Database
-from shared.traffic_history import RESOLUTIONS, Figures, Reading, delta
+from shared.traffic_history import RESOLUTIONS, Figures, Reading, delta, fold_routes
 
 
 class TrafficStore:
@@ -18,9 +18,10 @@ class TrafficStore:
         self._db = database
 
     async def record(self, source: str, reading: Reading, interval_seconds: int) -> tuple[datetime, int] | None:
-        """Under ``source``'s cursor lock: the deltas since the cursor's reading go into the samples of the
-        current interval (10 s rows and their minute's 60 s row), and ``reading`` becomes the cursor. The
-        interval's start and the number of rows written; None for the first reading (nothing to compare)."""
+        """Under ``source``'s cursor lock: the deltas since the cursor's reading (per reported id, a host
+        route's its own) go into the samples of the current interval (10 s rows and their minute's 60 s row),
+        each host route's into its listener's rows, and ``reading`` becomes the cursor. The interval's start and
+        the number of rows written; None for the first reading (nothing to compare)."""
         async with self._db.transaction() as conn:
             await conn.execute(
                 "INSERT INTO traffic_cursors (source, read_at, counters) VALUES (%s, now(), '{}') "
@@ -40,10 +41,15 @@ class TrafficStore:
             if not previous:
                 return None
             now: datetime = row["now"]
+            changes: Reading = {}
+            for (reported_id, instance), figures in reading.items():
+                before = previous.get(f"{reported_id}/{instance}")
+                changes[reported_id, instance] = delta(
+                    figures, Figures.from_json(before) if isinstance(before, dict) else None
+                )
             written = 0
-            for (listener_id, instance), figures in reading.items():
-                before = previous.get(f"{listener_id}/{instance}")
-                change = delta(figures, Figures.from_json(before) if isinstance(before, dict) else None)
+            # A host route's traffic (on a shared port) is written as its listener's, with the listener's own.
+            for (listener_id, instance), change in fold_routes(changes).items():
                 for resolution in RESOLUTIONS:
                     written += await _add_sample(conn, listener_id, instance, resolution, now, change)
             return now, written
@@ -66,11 +72,11 @@ async def _add_sample(
     listener lb-runtime still reports but that is gone from the table writes nothing)."""
     cursor = await conn.execute(
         "INSERT INTO traffic_samples (listener_id, instance, resolution, ts, requests, errors_connect, "
-        "responses_4xx, responses_5xx, latency_buckets, latency_sum, open_connections) "
+        "responses_4xx, responses_5xx, latency_buckets, latency_sum, open_connections, bytes_in, bytes_out) "
         "SELECT l.id, %(instance)s, %(resolution)s, "
         "to_timestamp(floor(extract(epoch FROM %(now)s::timestamptz) / %(resolution)s) * %(resolution)s), "
         "%(requests)s, %(errors_connect)s, %(responses_4xx)s, %(responses_5xx)s, %(buckets)s, %(latency_sum)s, "
-        "%(open_connections)s FROM listeners l WHERE l.id::text = %(listener_id)s "
+        "%(open_connections)s, %(bytes_in)s, %(bytes_out)s FROM listeners l WHERE l.id::text = %(listener_id)s "
         "ON CONFLICT (listener_id, resolution, instance, ts) DO UPDATE SET "
         "requests = traffic_samples.requests + excluded.requests, "
         "errors_connect = traffic_samples.errors_connect + excluded.errors_connect, "
@@ -79,7 +85,9 @@ async def _add_sample(
         "latency_buckets = ARRAY(SELECT a + b FROM unnest(traffic_samples.latency_buckets, excluded.latency_buckets) "
         "AS t(a, b)), "
         "latency_sum = traffic_samples.latency_sum + excluded.latency_sum, "
-        "open_connections = greatest(traffic_samples.open_connections, excluded.open_connections)",
+        "open_connections = greatest(traffic_samples.open_connections, excluded.open_connections), "
+        "bytes_in = traffic_samples.bytes_in + excluded.bytes_in, "
+        "bytes_out = traffic_samples.bytes_out + excluded.bytes_out",
         {
             "listener_id": listener_id,
             "instance": instance,
@@ -92,6 +100,8 @@ async def _add_sample(
             "buckets": change.latency_buckets,
             "latency_sum": change.latency_sum,
             "open_connections": change.open_connections,
+            "bytes_in": change.bytes_in,
+            "bytes_out": change.bytes_out,
         },
     )
     return int(cursor.rowcount or 0)

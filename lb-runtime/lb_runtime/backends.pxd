@@ -22,6 +22,8 @@ cdef class Backend:
     cdef public list status_counts
     cdef public list bucket_counts
     cdef public double latency_sum
+    cdef public long long bytes_in
+    cdef public long long bytes_out
     cdef public object stats
     cdef object __weakref__
 

@@ -39,6 +39,8 @@ class Backend:
         "active",
         "address",
         "bucket_counts",
+        "bytes_in",
+        "bytes_out",
         "connections_opened",
         "current_weight",
         "ejected_until",
@@ -80,6 +82,11 @@ class Backend:
         self.status_counts = [0, 0, 0, 0, 0, 0]
         self.bucket_counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
+        # Bytes on the connections to this instance: sent to it (in: requests as forwarded, or a TCP stream's
+        # client side) and received from it (out: its answers as it wrote them). The listener's own figures
+        # (ListenerStats) count the client side, which differs by the headers the proxy adds and strips.
+        self.bytes_in = 0
+        self.bytes_out = 0
         self.stats: Any = None  # the listener's ListenerStats, set by the listener that serves this backend
 
     @property

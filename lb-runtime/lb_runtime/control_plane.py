@@ -17,6 +17,7 @@ from uuid import UUID
 
 from shared.config import AuthSettings
 from shared.db import get_database
+from shared.host_routes import redirect_route_id, route_id
 from shared.registry import Namespace, ServiceRegistry
 from shared.secrets import SecretUnreadable, open_private_key
 
@@ -155,7 +156,9 @@ class ControlPlaneSource:
         self, listeners: list[dict[str, Any]], hostnames: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
         """The shared ports: each verified name routes to its own listener's instances (an https listener's
-        name is served on the shared https port with its certificates, and redirected there from http)."""
+        name is served on the shared https port with its certificates, and redirected there from http). Each
+        route is named after its listener (shared.host_routes): its traffic is recorded and metered as that
+        listener's."""
         by_id = {listener["id"]: listener for listener in listeners}
         http_routes: list[dict[str, Any]] = []
         https_routes: list[dict[str, Any]] = []
@@ -165,7 +168,7 @@ class ControlPlaneSource:
                 continue
             host = row["hostname"]
             route = {
-                "id": f"{listener['id']}:{host}",
+                "id": route_id(listener["id"], host),
                 "host": host,
                 "algorithm": listener["algorithm"],
                 "health_check": listener["health_check"],
@@ -175,7 +178,11 @@ class ControlPlaneSource:
                 https_routes.append(route | {"certificates": listener["certificates"]})
                 if self._shared_http is not None:
                     http_routes.append(
-                        {"id": f"{route['id']}:redirect", "host": host, "redirect_https_port": self._shared_https}
+                        {
+                            "id": redirect_route_id(listener["id"], host),
+                            "host": host,
+                            "redirect_https_port": self._shared_https,
+                        }
                     )
             elif listener["protocol"] == "http" and self._shared_http is not None:
                 http_routes.append(route)

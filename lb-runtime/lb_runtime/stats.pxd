@@ -6,6 +6,8 @@ cdef class ListenerStats:
     cdef public long requests
     cdef public long errors
     cdef public long connections_total
+    cdef public long long bytes_in
+    cdef public long long bytes_out
     cdef public long _second
     cdef public list _second_counts
     cdef public list _latencies

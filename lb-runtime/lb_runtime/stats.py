@@ -27,12 +27,26 @@ STATUS_CLASSES = ("error", "1xx", "2xx", "3xx", "4xx", "5xx")
 class ListenerStats:
     """Requests per second over the last seconds and a ring of recent latencies, for one listener."""
 
-    __slots__ = ("_latencies", "_latency_index", "_second", "_second_counts", "connections_total", "errors", "requests")
+    __slots__ = (
+        "_latencies",
+        "_latency_index",
+        "_second",
+        "_second_counts",
+        "bytes_in",
+        "bytes_out",
+        "connections_total",
+        "errors",
+        "requests",
+    )
 
     def __init__(self) -> None:
         self.requests = 0
         self.errors = 0
         self.connections_total = 0
+        # Bytes on the listener's client connections: received from clients (in) and written to them (out), as
+        # HTTP (or TCP) bytes: TLS records are not counted. Bumped by the Protocols once per read or write.
+        self.bytes_in = 0
+        self.bytes_out = 0
         self._second = int(perf_counter())
         self._second_counts = [0] * STATS_WINDOW_SECONDS
         self._latencies: list[float] = []
@@ -93,6 +107,8 @@ def listener_figures(listener: ListenerState) -> dict[str, Any]:
         "algorithm": listener.balancer.algorithm,
         "requests": stats.requests,
         "errors": stats.errors,
+        "bytes_in": stats.bytes_in,
+        "bytes_out": stats.bytes_out,
         "active_connections": len(listener.connections),
         # Requests finished in each of the window's seconds, keyed by the monotonic second (shared by processes).
         "seconds": {str(second): stats._second_counts[second % STATS_WINDOW_SECONDS] for second in _window(now)},
@@ -112,6 +128,8 @@ def listener_figures(listener: ListenerState) -> dict[str, Any]:
                 "latency_sum": backend.latency_sum,
                 "failures": backend.failures,
                 "connections_opened": backend.connections_opened,
+                "bytes_in": backend.bytes_in,
+                "bytes_out": backend.bytes_out,
                 "region": regions.get(backend.id),
             }
             for backend in listener.balancer.backends
@@ -128,7 +146,7 @@ def merge_figures(reports: Iterable[dict[str, Any]]) -> dict[str, Any]:
     healthy as the (shared) health check says and ejected when any process ejected it."""
     reports = list(reports)
     merged = dict(reports[0]) | {"seconds": {}, "latencies": [], "instances": []}
-    for key in ("requests", "errors", "active_connections"):
+    for key in ("requests", "errors", "bytes_in", "bytes_out", "active_connections"):
         merged[key] = sum(report[key] for report in reports)
     for report in reports:
         for second, count in report["seconds"].items():
@@ -143,7 +161,7 @@ def merge_figures(reports: Iterable[dict[str, Any]]) -> dict[str, Any]:
                 continue
             seen["available"] = seen["available"] and instance["available"]
             seen["ejected"] = seen["ejected"] or instance["ejected"]
-            for key in ("in_flight", "latency_sum", "failures", "connections_opened"):
+            for key in ("in_flight", "latency_sum", "failures", "connections_opened", "bytes_in", "bytes_out"):
                 seen[key] += instance[key]
             for key in ("status_counts", "bucket_counts"):
                 seen[key] = [a + b for a, b in zip(seen[key], instance[key], strict=True)]
@@ -169,6 +187,8 @@ def stats_json(figures: dict[str, Any]) -> dict[str, Any]:
         "rps": round(complete / (STATS_WINDOW_SECONDS - 1), 3),
         "requests": figures["requests"],
         "errors": figures["errors"],
+        "bytes_in": figures["bytes_in"],
+        "bytes_out": figures["bytes_out"],
         "active_connections": figures["active_connections"],
         "latency_ms": {"p50": quantile(0.50), "p95": quantile(0.95), "p99": quantile(0.99)},
         "instances": [
@@ -182,6 +202,8 @@ def stats_json(figures: dict[str, Any]) -> dict[str, Any]:
                 "in_flight": instance["in_flight"],
                 "requests": sum(instance["status_counts"]),
                 "failures": instance["failures"],
+                "bytes_in": instance["bytes_in"],
+                "bytes_out": instance["bytes_out"],
                 "region": instance.get("region"),
             }
             for instance in figures["instances"]
@@ -241,8 +263,26 @@ class LbCollector(Collector):
         opened = CounterMetricFamily(
             "berth_lb_upstream_connections_opened", "Upstream connections opened", labels=["listener", "instance"]
         )
+        # Bytes as nginx counts them: on the client side per listener ($request_length, $bytes_sent), on the
+        # instance side per instance ($upstream_bytes_sent, $upstream_bytes_received).
+        received = CounterMetricFamily(
+            "berth_lb_received_bytes", "Bytes received from clients (in; TLS not counted)", labels=["listener"]
+        )
+        sent = CounterMetricFamily(
+            "berth_lb_sent_bytes", "Bytes sent to clients (out; TLS not counted)", labels=["listener"]
+        )
+        upstream_sent = CounterMetricFamily(
+            "berth_lb_upstream_sent_bytes", "Bytes sent to the instance (in)", labels=["listener", "instance"]
+        )
+        upstream_received = CounterMetricFamily(
+            "berth_lb_upstream_received_bytes",
+            "Bytes received from the instance (out)",
+            labels=["listener", "instance"],
+        )
         for listener in self._figures():
             active.add_metric([listener["id"]], listener["active_connections"])
+            received.add_metric([listener["id"]], listener["bytes_in"])
+            sent.add_metric([listener["id"]], listener["bytes_out"])
             for instance in listener["instances"]:
                 labels = [listener["id"], instance["id"]]
                 for index, count in enumerate(instance["status_counts"]):
@@ -257,4 +297,18 @@ class LbCollector(Collector):
                 healthy.add_metric(labels, 1 if instance["available"] else 0)
                 failures.add_metric(labels, instance["failures"])
                 opened.add_metric(labels, instance["connections_opened"])
-        yield from (requests, latency, active, in_flight, healthy, failures, opened)
+                upstream_sent.add_metric(labels, instance["bytes_in"])
+                upstream_received.add_metric(labels, instance["bytes_out"])
+        yield from (
+            requests,
+            latency,
+            active,
+            in_flight,
+            healthy,
+            failures,
+            opened,
+            received,
+            sent,
+            upstream_sent,
+            upstream_received,
+        )

@@ -3,6 +3,10 @@
 Each side is a low-level Protocol: a full write buffer on one side pauses reading on the other; an EOF
 from one side is passed on as a write EOF (half-close) and the pair closes once both sides ended, or as
 soon as either side's connection is lost.
+
+Bytes are counted once per read: what the client sends on the listener's ``bytes_in`` (all of it, forwarded
+or not) and, once forwarded, on the instance's; what the instance sends, once forwarded to the client, on
+both ``bytes_out``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ if TYPE_CHECKING:
 
 
 class _Side(asyncio.Protocol):
-    """What both ends share: forward bytes to the peer, pass EOF on, close together."""
+    """What both ends share: pass EOF on, backpressure, close together (each end forwards and counts its reads)."""
 
     def __init__(self) -> None:
         self.transport: Any = None
@@ -30,12 +34,6 @@ class _Side(asyncio.Protocol):
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.last_activity = time.monotonic()
-        peer = self.peer
-        if peer is not None and not peer.closed:
-            peer.transport.write(data)
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -73,6 +71,21 @@ class _Side(asyncio.Protocol):
 class TcpUpstreamConnection(_Side):
     """The instance's end of a forwarded TCP connection."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        # Set when paired with its client: where the bytes the instance sends are counted.
+        self.backend: Backend | None = None
+        self.stats: Any = None
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = time.monotonic()
+        peer, backend = self.peer, self.backend
+        if peer is not None and backend is not None and not peer.closed:
+            size = len(data)
+            backend.bytes_out += size
+            self.stats.bytes_out += size
+            peer.transport.write(data)
+
 
 class TcpClientConnection(_Side):
     """A client connection to a TCP listener, forwarded to one instance picked at connect."""
@@ -80,6 +93,7 @@ class TcpClientConnection(_Side):
     def __init__(self, listener: ListenerState) -> None:
         super().__init__()
         self.listener = listener
+        self.stats = listener.stats
         self.settings = listener.settings
         self.loop = listener.loop
         self.backend: Backend | None = None
@@ -125,8 +139,12 @@ class TcpClientConnection(_Side):
             self.backend = backend
             self.peer = upstream
             upstream.peer = self
+            upstream.backend = backend
+            upstream.stats = self.stats
             if self.buffered:
-                upstream.transport.write(b"".join(self.buffered))
+                data = b"".join(self.buffered)
+                backend.bytes_in += len(data)
+                upstream.transport.write(data)
                 self.buffered = []
             if self.eof and upstream.transport.can_write_eof():
                 upstream.transport.write_eof()
@@ -137,11 +155,15 @@ class TcpClientConnection(_Side):
         self.close()
 
     def data_received(self, data: bytes) -> None:
-        if self.peer is None:
-            self.last_activity = time.monotonic()
+        self.last_activity = time.monotonic()
+        size = len(data)
+        self.stats.bytes_in += size
+        peer, backend = self.peer, self.backend
+        if peer is None:
             self.buffered.append(data)
-        else:
-            super().data_received(data)
+        elif backend is not None and not peer.closed:
+            backend.bytes_in += size
+            peer.transport.write(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)

@@ -19,6 +19,8 @@ class MeterName(StrEnum):
     REPLICA_SECONDS = "replica_seconds"
     IMAGE_STORAGE_GIB_HOURS = "image_storage_gib_hours"
     LISTENER_REQUESTS = "listener_requests"
+    LISTENER_EGRESS_BYTES = "listener_egress_bytes"
+    LISTENER_INGRESS_BYTES = "listener_ingress_bytes"
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ METERS: dict[str, Meter] = {
             Decimal(3600),
             "Memory reserved (limit x time running)",
         ),
+        # Bytes a container transmitted, less its answers to lb-runtime (those are the listener's egress).
         Meter(MeterName.EGRESS_BYTES, "container", "byte", "GiB", GIB, "Network egress"),
         Meter(MeterName.REPLICA_SECONDS, "container", "replica-second", "replica-hour", Decimal(3600), "Replica time"),
         Meter(
@@ -63,6 +66,10 @@ METERS: dict[str, Meter] = {
             Decimal(1_000_000),
             "Requests through load-balancer listeners",
         ),
+        # Bytes lb-runtime wrote to a listener's clients (its answers, headers included; TLS not counted).
+        Meter(MeterName.LISTENER_EGRESS_BYTES, "listener", "byte", "GiB", GIB, "Data out to load-balancer clients"),
+        # Bytes lb-runtime received from a listener's clients (their requests or TCP streams).
+        Meter(MeterName.LISTENER_INGRESS_BYTES, "listener", "byte", "GiB", GIB, "Data in from load-balancer clients"),
     )
 }
 METER_NAMES: tuple[str, ...] = tuple(METERS)

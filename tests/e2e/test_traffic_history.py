@@ -1,7 +1,7 @@
 """Traffic history end to end: requests sent through a listener appear in its history series
-(``GET /api/load-balancer/listeners/{id}/stats?from=&to=&step=``) at the step asked for, and the series
-survives an lb-runtime restart: earlier points stay, and traffic after the restart is counted once although
-lb-runtime's counters started again from zero.
+(``GET /api/load-balancer/listeners/{id}/stats?from=&to=&step=``) at the step asked for, with exactly the
+bytes the clients sent and read, and the series survives an lb-runtime restart: earlier points stay, and
+traffic after the restart is counted once although lb-runtime's counters started again from zero.
 
 The test owns its lb-runtime (never the session's shared one): it binds the listeners on 127.0.0.2 (still
 loopback) so that it can run beside the session's lb-runtime, which holds the same ports on 127.0.0.1, and
@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -132,10 +133,20 @@ def wait_until_served(lb: PrivateLb, listener_id: str) -> None:
     wait_until(ready, timeout=30, interval=0.2, ignoring=(httpx.HTTPError,), message="lb-runtime never served it")
 
 
-def send(port: int, count: int) -> None:
-    with httpx.Client(base_url=f"http://{BIND}:{port}", timeout=10) as traffic:
-        for _ in range(count):
-            assert traffic.get(WHOAMI).status_code == 200
+def send(port: int, count: int) -> tuple[int, int]:
+    """``count`` GETs of whoami through the listener, each on its own connection and read to its close; the
+    bytes the client sent and read, exactly (what lb-runtime counts on the listener's side)."""
+    request = f"GET {WHOAMI} HTTP/1.1\r\nHost: {BIND}:{port}\r\nConnection: close\r\n\r\n".encode()
+    received = 0
+    for _ in range(count):
+        answer = b""
+        with socket.create_connection((BIND, port), timeout=10) as connection:
+            connection.sendall(request)
+            while chunk := connection.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+        received += len(answer)
+    return count * len(request), received
 
 
 def series(client: httpx.Client, user: SignedInUser, listener_id: str, start: datetime, step: int) -> dict[str, Any]:
@@ -163,10 +174,11 @@ def test_listener_traffic_is_in_its_history_and_survives_an_lb_runtime_restart(
     record_reading(private_lb.admin_url)
 
     # WHEN requests are sent through the listener and the recorder reads again
-    send(listener["port"], BEFORE_RESTART)
+    sent, received = send(listener["port"], BEFORE_RESTART)
     record_reading(private_lb.admin_url)
 
-    # THEN the series holds exactly those requests, at the step asked for (10 s and 1 min)
+    # THEN the series holds exactly those requests, and exactly the bytes the client sent (in) and read (out),
+    # at the step asked for (10 s and 1 min: the minute rows sum the same bytes)
     with httpx.Client(base_url=gateway.url, timeout=30) as client:
         for step in (10, 60):
             answer = series(client, user, listener["id"], started, step)
@@ -175,9 +187,15 @@ def test_listener_traffic_is_in_its_history_and_survives_an_lb_runtime_restart(
             assert all(stamp.timestamp() % step == 0 for stamp in stamps), stamps
             assert all((b - a).total_seconds() == step for a, b in itertools.pairwise(stamps)), stamps
             assert sum(point["requests"] for point in answer["points"]) == BEFORE_RESTART, answer
+            assert point_bytes(answer["points"]) == (sent, received), answer
             busy = [point for point in answer["points"] if point["requests"]]
             assert all(point["rps"] == round(point["requests"] / step, 3) for point in busy)
             assert all(point["latency_ms"]["p50"] is not None for point in busy)
+            # the instance's own series counts its side of the same exchanges (the requests as forwarded, its
+            # answers as it wrote them)
+            [instance] = answer["instances"]
+            instance_in, instance_out = point_bytes(instance["points"])
+            assert instance_in > 0 and instance_out > 0, instance
         before = {p["ts"]: p["requests"] for p in series(client, user, listener["id"], started, 10)["points"]}
 
         # WHEN lb-runtime restarts (its counters start again from zero), the recorder reads it as the worker
@@ -187,7 +205,7 @@ def test_listener_traffic_is_in_its_history_and_survives_an_lb_runtime_restart(
         private_lb.start()
         wait_until_served(private_lb, listener["id"])
         record_reading(private_lb.admin_url)
-        send(listener["port"], AFTER_RESTART)
+        sent_after, received_after = send(listener["port"], AFTER_RESTART)
         record_reading(private_lb.admin_url)
 
         # THEN the earlier points are unchanged and the new requests are counted once, not added to the old
@@ -199,5 +217,12 @@ def test_listener_traffic_is_in_its_history_and_survives_an_lb_runtime_restart(
         }
         assert sum(by_ts.values()) == BEFORE_RESTART + AFTER_RESTART, after
         assert sum(count for ts, count in by_ts.items() if ts not in before or not before[ts]) == AFTER_RESTART
+        assert point_bytes(after["points"]) == (sent + sent_after, received + received_after)
         minute = series(client, user, listener["id"], started, 60)
         assert sum(point["requests"] for point in minute["points"]) == BEFORE_RESTART + AFTER_RESTART
+        assert point_bytes(minute["points"]) == (sent + sent_after, received + received_after)
+
+
+def point_bytes(points: list[dict[str, Any]]) -> tuple[int, int]:
+    """The bytes in and out of a series' points, summed."""
+    return sum(point["bytes_in"] for point in points), sum(point["bytes_out"] for point in points)

@@ -38,6 +38,7 @@ from worker.settings import WorkerSettings
 
 WINDOW = 60
 GRACE = 30
+GIB = 1024**3
 
 
 @dataclass
@@ -347,12 +348,14 @@ def _listener(world: dict[str, Any], service: str) -> str:
     raise AssertionError("no free listener port")
 
 
-def _traffic(listener_id: str, instance: str, resolution: int, ts: datetime, requests: int) -> None:
+def _traffic(
+    listener_id: str, instance: str, resolution: int, ts: datetime, requests: int, bytes_in: int = 0, bytes_out: int = 0
+) -> None:
     """One traffic history row as the recorder stores it (instance '' is the listener as a whole)."""
     _sql(
-        "INSERT INTO traffic_samples (listener_id, instance, resolution, ts, requests, latency_buckets) "
-        "VALUES (%s, %s, %s, %s, %s, '{}')",
-        (listener_id, instance, resolution, ts, requests),
+        "INSERT INTO traffic_samples (listener_id, instance, resolution, ts, requests, latency_buckets, bytes_in, "
+        "bytes_out) VALUES (%s, %s, %s, %s, %s, '{}', %s, %s)",
+        (listener_id, instance, resolution, ts, requests, bytes_in, bytes_out),
     )
 
 
@@ -361,22 +364,25 @@ async def test_listener_requests_are_metered_once_in_their_window(
 ) -> None:
     owner = world["owner"]
     _sql(
-        """UPDATE plans SET unit_prices = unit_prices || '{"listener_requests": "40"}' WHERE name = %s""",
+        "UPDATE plans SET unit_prices = unit_prices || "
+        """'{"listener_requests": "40", "listener_egress_bytes": "2", "listener_ingress_bytes": "0"}' """
+        "WHERE name = %s",
         (world["plan"],),
     )
-    # GIVEN a listener's traffic history over two windows: its own 10 s rows, their per-instance breakdown
-    # and the 1 min rows of the same requests (neither of which may be counted again)
+    # GIVEN a listener's traffic history over two windows: its own 10 s rows (requests, and bytes: a GiB out
+    # per 100,000 requests, a KiB in per request), their per-instance breakdown (bytes on the instances' side)
+    # and the 1 min rows of the same traffic (neither of which may be counted again)
     base = _aligned_past(10)
     listener = _listener(world, "web")
     first_window = {0: 1_000_000, 10: 200_000, 50: 300_000}
     second_window = {60: 700_000, 110: 300_000}
     for offset, requests in {**first_window, **second_window}.items():
         ts = base + timedelta(seconds=offset)
-        _traffic(listener, "", 10, ts, requests)
-        _traffic(listener, "instance-a", 10, ts, requests // 2)
-        _traffic(listener, "instance-b", 10, ts, requests - requests // 2)
+        _traffic(listener, "", 10, ts, requests, requests * 1024, requests // 100_000 * GIB)
+        _traffic(listener, "instance-a", 10, ts, requests // 2, requests * 999, requests * 999)
+        _traffic(listener, "instance-b", 10, ts, requests - requests // 2, requests * 999, requests * 999)
     for minute in (0, 60):
-        _traffic(listener, "", 60, base + timedelta(seconds=minute), 9_999_999)
+        _traffic(listener, "", 60, base + timedelta(seconds=minute), 9_999_999, 9 * GIB, 9 * GIB)
 
     # WHEN the windows are metered, then metered again (a second round, and one with the cursor lost)
     await meter_round(metering, _settings())
@@ -395,6 +401,18 @@ async def test_listener_requests_are_metered_once_in_their_window(
         ("listener", listener, "web", base + timedelta(seconds=WINDOW), Decimal(1_000_000)),
     ]
     assert _totals(owner.id)["listener_requests"] == Decimal(2_500_000)
+    # AND the bytes its clients sent and read, per window, from the same rows only
+    rows = _sql(
+        "SELECT meter, window_start, quantity FROM usage_records WHERE owner_id = %s AND meter LIKE 'listener_%%bytes' "
+        "ORDER BY meter, window_start",
+        (owner.id,),
+    )
+    assert rows == [
+        ("listener_egress_bytes", base, Decimal(15 * GIB)),
+        ("listener_egress_bytes", base + timedelta(seconds=WINDOW), Decimal(10 * GIB)),
+        ("listener_ingress_bytes", base, Decimal(1_500_000 * 1024)),
+        ("listener_ingress_bytes", base + timedelta(seconds=WINDOW), Decimal(1_000_000 * 1024)),
+    ]
 
     # AND usage by meter and the period's draft invoice show them: 2.5 million requests x 40 cents = 100
     period = period_containing(base)
@@ -413,6 +431,16 @@ async def test_listener_requests_are_metered_once_in_their_window(
         "million requests",
         100,
     )
+    # 25 GiB out x 2 cents = 50; data in is free
+    lines = {line["meter"]: line for line in draft["lines"]}
+    egress, ingress = lines["listener_egress_bytes"], lines["listener_ingress_bytes"]
+    assert (egress["quantity"], egress["unit"], egress["price_unit"], egress["amount"]) == (
+        float(25 * GIB),
+        "byte",
+        "GiB",
+        50,
+    )
+    assert (ingress["quantity"], ingress["amount"]) == (2_500_000 * 1024.0, 0)
 
 
 async def test_quotas_refuse_with_figures_and_a_plan_change_lifts_them(

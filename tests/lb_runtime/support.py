@@ -129,13 +129,15 @@ class HttpBackend:
             await writer.drain()
             return False
         payload = json.dumps(headers).encode() if path == "/headers" else name
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nX-Backend: %s\r\nContent-Length: %d\r\nX-Hop: a\r\nKeep-Alive: timeout=5\r\n\r\n"
-            % (name, 0 if method == "HEAD" else len(payload))
-            + (b"" if method == "HEAD" else payload)
-        )
+        writer.write(self.plain_answer(payload, head_only=method == "HEAD"))
         await writer.drain()
         return True
+
+    def plain_answer(self, payload: bytes | None = None, *, head_only: bool = False) -> bytes:
+        """The bytes of an ordinary answer (GET / answers ``plain_answer()``): what the proxy reads from here."""
+        payload = self.name.encode() if payload is None else payload
+        head = b"HTTP/1.1 200 OK\r\nX-Backend: %s\r\nContent-Length: %d\r\nX-Hop: a\r\nKeep-Alive: timeout=5\r\n\r\n"
+        return head % (self.name.encode(), 0 if head_only else len(payload)) + (b"" if head_only else payload)
 
 
 @dataclass

@@ -71,6 +71,19 @@ async def fresh_connection_get(url: str) -> httpx.Response:
         return await client.get(url)
 
 
+RAW_GET = b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n"
+
+
+async def raw_get(port: int) -> bytes:
+    """RAW_GET on its own connection; everything the proxy answers, to its close."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(RAW_GET)
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+
+
 async def test_workers_share_the_port_and_figures_are_summed(http_backends, tmp_path: Path) -> None:
     # GIVEN two workers serving one listener on one port
     backend = await http_backends("a")
@@ -80,16 +93,22 @@ async def test_workers_share_the_port_and_figures_are_summed(http_backends, tmp_
         admin,
     ):
         # WHEN 40 requests arrive, each on its own connection
-        answers = [await fresh_connection_get(f"http://127.0.0.1:{port}/") for _ in range(40)]
+        answers = [await raw_get(port) for _ in range(40)]
         async with httpx.AsyncClient() as client:
             stats = (await client.get(f"{admin}/stats?listener=web")).json()
             metrics = (await client.get(f"{admin}/metrics")).text
-    # THEN both workers served (each opened its own upstream connection) and the admin port shows the sum
-    assert [answer.status_code for answer in answers] == [200] * 40
+    # THEN both workers served (each opened its own upstream connection) and the admin port shows the sum:
+    # of requests, and of bytes on both sides (what the clients sent and read, what the instance sent)
+    assert all(answer.startswith(b"HTTP/1.1 200 OK\r\n") for answer in answers)
     assert backend.connections >= PROCESSES
     assert stats["requests"] == 40
     assert stats["instances"][0]["requests"] == 40
     assert 'berth_lb_requests_total{instance="a",listener="web",status_class="2xx"} 40.0' in metrics
+    received = sum(len(answer) for answer in answers)
+    assert (stats["bytes_in"], stats["bytes_out"]) == (40 * len(RAW_GET), received)
+    assert stats["instances"][0]["bytes_out"] == 40 * len(backend.plain_answer())
+    assert f'berth_lb_sent_bytes_total{{listener="web"}} {float(received)}' in metrics
+    assert f'berth_lb_received_bytes_total{{listener="web"}} {float(40 * len(RAW_GET))}' in metrics
 
 
 async def test_health_is_checked_once_and_shared_with_every_worker(http_backends, tmp_path: Path) -> None:
