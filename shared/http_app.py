@@ -2,11 +2,13 @@
 
 Every function is a plain ASGI app (FastAPI); ``lambda_handler`` is the single Mangum line that makes it
 a Lambda handler. Requests carry an id: the API Gateway event's ``requestContext.requestId`` when invoked
-through a gateway, else the caller's ``X-Request-Id``, else a new one.
+through a gateway, else the caller's ``X-Request-Id``, else a new one. A request's log lines are kept in its
+caller's request trail (``RequestTrailMiddleware``, shared.request_trail).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -17,9 +19,21 @@ from mangum import Mangum
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.config import get_function_settings
+from shared.db import get_database
 from shared.errors import BerthError, Details, error_body
-from shared.observability import get_logger, new_request_id, request_id_var, user_id_var
+from shared.identity import READ_METHODS
+from shared.observability import (
+    RequestTrail,
+    get_logger,
+    log_event,
+    new_request_id,
+    request_id_var,
+    trail_var,
+    user_id_var,
+)
 from shared.request_metrics import RequestMetricsMiddleware
+from shared.request_trail import RequestTrailStore, keep_trail
 from shared.throttling import enforce_rate_limits
 
 _STATUS_CODES = {
@@ -80,6 +94,63 @@ class RequestIdMiddleware:
         finally:
             request_id_var.reset(token)
             user_id_var.reset(user_token)
+
+
+class RequestTrailMiddleware:
+    """Collects a function's request's ``log_event`` lines and keeps them, with a ``request answered`` line,
+    in the caller's trail (see the module's docstring for which requests). Inside ``RequestIdMiddleware``."""
+
+    def __init__(self, app: ASGIApp, function: str) -> None:
+        self.app = app
+        self.function = function
+        self._logger = get_logger(function)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        trail = RequestTrail()
+        token = trail_var.set(trail)
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def observing_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = int(message["status"])
+            await send(message)
+
+        try:
+            try:
+                await self.app(scope, receive, observing_send)
+            except Exception:
+                status["code"] = 500  # answered by the outermost error handler
+                await self._keep(scope, trail, status["code"], started)
+                raise
+            await self._keep(scope, trail, status["code"], started)
+        finally:
+            trail_var.reset(token)
+
+    async def _keep(self, scope: Scope, trail: RequestTrail, status: int, started: float) -> None:
+        state = scope.get("state") or {}
+        principal = state.get("principal")
+        request_id = state.get("request_id")
+        if principal is None or not request_id:
+            return  # a caller nobody knows (signing in, public routes): nobody could read it
+        method = str(scope.get("method", "")).upper()
+        if method in READ_METHODS and not trail.lines and status < 500:
+            return
+        route = getattr(scope.get("route"), "path", None) or "unmatched"
+        log_event(
+            self._logger,
+            "request answered",
+            method=method,
+            route=route,
+            status=status,
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        settings = get_function_settings()
+        store = RequestTrailStore(get_database(settings.database_url, settings.database_pool_max))
+        await keep_trail(store, str(principal.user_id), str(request_id), "function", self.function, trail)
 
 
 def _request_id(request: Request) -> str:
@@ -153,8 +224,8 @@ def install_error_handlers(app: FastAPI, service: str) -> None:
 
 
 def create_app(service: str, routers: Iterable[APIRouter], *, title: str | None = None) -> FastAPI:
-    """A FastAPI app with the platform's request ids, error shape, rate limits and request metrics
-    (shared.request_metrics), serving ``routers``."""
+    """A FastAPI app with the platform's request ids, error shape, rate limits, request metrics
+    (shared.request_metrics) and request trails (shared.request_trail), serving ``routers``."""
     app = FastAPI(
         title=title or f"Berth {service}",
         docs_url=None,
@@ -165,6 +236,7 @@ def create_app(service: str, routers: Iterable[APIRouter], *, title: str | None 
     for router in routers:
         app.include_router(router)
     install_error_handlers(app, service)
+    app.add_middleware(RequestTrailMiddleware, function=service)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(RequestMetricsMiddleware, function=service)  # outermost: times the whole answer
     return app

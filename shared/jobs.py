@@ -2,7 +2,9 @@
 
 Delivery is at least once: a worker deletes a message only when the job succeeded or failed for good;
 anything else comes back after the visibility timeout, and after ``maxReceiveCount`` deliveries SQS moves
-it to the dead-letter queue. Every job carries an id and its handler is idempotent.
+it to the dead-letter queue. Every job carries an id and its handler is idempotent. A job also carries the
+request that sent it and that request's caller: the worker logs the job's lines under the request id and
+keeps them in the caller's request trail (shared.request_trail); the sender logs a ``job sent`` line.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.config import FunctionSettings
 from shared.errors import DependencyError
-from shared.observability import request_id_var
+from shared.observability import get_logger, log_event, request_id_var, user_id_var
 from shared.storage import aws_client
 
 # A job that fails this many deliveries moves to the dead-letter queue instead of looping forever.
 JOBS_MAX_RECEIVE_COUNT = 5
+logger = get_logger("jobs")
 
 
 class JobKind(StrEnum):
@@ -41,6 +44,11 @@ def _current_request_id() -> str | None:
     return None if request_id == "-" else request_id
 
 
+def _current_user_id() -> str | None:
+    user_id = user_id_var.get()
+    return None if user_id == "-" else user_id
+
+
 @dataclass(frozen=True)
 class Job:
     kind: str
@@ -48,11 +56,15 @@ class Job:
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # The request that caused the job (the sender's current one): the worker logs the job's lines under it.
     request_id: str | None = field(default_factory=_current_request_id)
+    # Who sent it (the acting user of that request): the job's lines go to their request trail.
+    owner_id: str | None = field(default_factory=_current_user_id)
 
     def encode(self) -> str:
         body: dict[str, Any] = {"id": self.id, "kind": self.kind, "payload": self.payload}
         if self.request_id is not None:
             body["request_id"] = self.request_id
+        if self.owner_id is not None:
+            body["owner_id"] = self.owner_id
         return json.dumps(body)
 
     @classmethod
@@ -66,11 +78,13 @@ class Job:
         ):
             raise ValueError("message is not a Berth job")
         request_id = data.get("request_id")
+        owner_id = data.get("owner_id")
         return cls(
             kind=data["kind"],
             payload=data["payload"],
             id=str(data.get("id") or uuid.uuid4().hex),
             request_id=str(request_id)[:128] if isinstance(request_id, str) and request_id else None,
+            owner_id=owner_id[:64] if isinstance(owner_id, str) and owner_id else None,
         )
 
 
@@ -113,6 +127,7 @@ class SqsJobQueue:
 
     async def send(self, job: Job) -> None:
         await self._call("send_message", MessageBody=job.encode())
+        log_event(logger, "job sent", job_id=job.id, kind=job.kind)
 
     async def receive(self, max_jobs: int, wait_seconds: int, visibility_seconds: int) -> list[ReceivedJob]:
         answer = await self._call(

@@ -13,6 +13,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
+from shared.billing.plan_store import PlanStore, Usage
 from shared.db import Database
 from shared.traffic_history import BUCKET_COUNT
 
@@ -93,6 +94,24 @@ class AlertStore:
         )
         return await cursor.fetchone()
 
+    async def quota_use(self, conn: Conn, owner_id: str, quota: str) -> tuple[int, int]:
+        """(what the owner holds, the plan's limit) of one of the plan's quotas, in its units: as the quota checks
+        count it (shared.billing), and for memory per container the largest reservation held. Run inside
+        ``Database.one_transaction`` so the plan store's queries join the evaluation's transaction."""
+        plans = PlanStore(self._db)
+        plan, _ = await plans.account(owner_id)
+        limit = int(getattr(plan, quota))
+        if quota == "max_memory_mb_per_container":
+            cursor = await conn.execute(
+                "SELECT COALESCE(max(memory_mb), 0) AS largest FROM containers "
+                "WHERE owner_id = %s AND status <> 'deleted' AND desired_state <> 'deleted'",
+                (owner_id,),
+            )
+            row = await cursor.fetchone()
+            declared = [memory for _, memory in (await plans.service_reservations(owner_id)).values()]
+            return max([int(row["largest"]) if row else 0, *declared]), limit
+        return _held(await plans.usage(owner_id), quota), limit
+
     async def mark_evaluated(self, conn: Conn, rule_id: str, clear_since: Any) -> None:
         await conn.execute(
             "UPDATE alert_rules SET evaluated_at = now(), clear_since = %s WHERE id = %s", (clear_since, rule_id)
@@ -166,3 +185,16 @@ class AlertStore:
         await self._db.execute(
             "UPDATE alert_deliveries SET status = 'dead', last_error = %s WHERE id = %s", (error[:500], delivery_id)
         )
+
+
+# What the owner holds against each quota counted by ``PlanStore.usage`` (the plan's field -> the usage's).
+_USAGE_OF_QUOTA = {
+    "max_containers": "containers",
+    "max_memory_mb_total": "memory_mb_total",
+    "max_listeners": "listeners",
+    "max_image_storage_mb": "image_storage_mb",
+}
+
+
+def _held(use: Usage, quota: str) -> int:
+    return int(getattr(use, _USAGE_OF_QUOTA[quota]))

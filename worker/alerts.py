@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from shared.billing.plan_store import QUOTA_FIELDS
 from shared.errors import DependencyError
 from shared.observability import get_logger, log_event
 from shared.secrets import SecretUnreadable, open_webhook_secret
@@ -155,6 +156,16 @@ async def evaluate_condition(store: AlertStore, conn: Conn, rule: dict[str, Any]
             else f"service {service}: newest release {release['status'] if release else 'none'}"
         )
         return Finding(active, summary, labels)
+    if kind == "quota_use":
+        quota = rule["quota"]
+        labels["quota"] = quota
+        held, limit = await store.quota_use(conn, owner, quota)
+        # A quota of 0 allows nothing more: it is used up whatever is held.
+        share = held / limit if limit > 0 else 1.0
+        summary = (
+            f"quota {quota}: {held} of {limit} {QUOTA_FIELDS[quota]} held ({share:.0%}; threshold {threshold:.0%})"
+        )
+        return Finding(share >= threshold, summary, labels)
     return Finding(False, f"unknown rule kind {kind}", labels)
 
 
@@ -205,9 +216,10 @@ def notification_body(alert: dict[str, Any], rule: dict[str, Any], labels: dict[
 
 
 async def evaluate_rules_round(store: AlertStore) -> int:
-    """Evaluate every rule no other worker holds; how many state changes were notified."""
+    """Evaluate every rule no other worker holds; how many state changes were notified. One transaction that
+    every query of the store's database joins (the plan store's, for quota rules, too)."""
     notified = 0
-    async with store.database.transaction() as conn:
+    async with store.database.one_transaction() as conn:
         for rule in await store.lock_due_rules(conn, RULES_PER_ROUND):
             finding = await evaluate_condition(store, conn, rule)
             decision = decide(

@@ -1,14 +1,16 @@
 """The user commands: ``berth login|logout|whoami``, ``images``, ``containers``, ``listeners``, ``services``,
-``tokens``, ``account``. Each handler takes the parsed arguments and an ``Api`` and returns an exit code; errors are
-``CliError``s, which ``run_user_command`` prints and maps to the documented exit codes."""
+``tokens``, ``account``, ``logs``. Each handler takes the parsed arguments and an ``Api`` and returns an exit
+code; errors are ``CliError``s, which ``run_user_command`` prints and maps to the documented exit codes."""
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -757,6 +759,29 @@ def cmd_account_delete(args: argparse.Namespace, api: Api) -> int:
     return ExitCode.OK
 
 
+# --- logs ----------------------------------------------------------------------------------------------
+
+
+def _field_text(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return text if text and not any(c.isspace() for c in text) else repr(text)
+
+
+def cmd_logs(args: argparse.Namespace, api: Api) -> int:
+    trail = api.get(f"/api/requests/{urllib.parse.quote(args.request, safe='')}")
+    if args.json:
+        render.print_json(trail)
+        return ExitCode.OK
+    for event in trail["events"]:
+        fields = " ".join(f"{key}={_field_text(value)}" for key, value in event["fields"].items())
+        where = event["service"] if event["source"] == "function" else event["source"]
+        line = f"{event['at']} {where:<8} {event['message']}" + (f"  {fields}" if fields else "")
+        print(line, flush=True)
+    if trail["truncated"]:
+        render.err.print("[dim]more lines are kept than one answer holds; these are the oldest[/]")
+    return ExitCode.OK
+
+
 # --- the parser ------------------------------------------------------------------------------------
 
 
@@ -946,6 +971,20 @@ def add_user_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     command(sub, "ls", cmd_tokens_ls, "list live tokens (never their secrets)", lists=True)
     revoke = command(sub, "revoke", cmd_tokens_revoke, "revoke a token at once")
     revoke.add_argument("token_id", help="token id")
+
+    logs = command(
+        commands,
+        "logs",
+        cmd_logs,
+        "the trail of one of your requests: the function's and the workers' log lines it caused, oldest first",
+        lists=True,
+    )
+    logs.add_argument(
+        "--request",
+        required=True,
+        metavar="ID",
+        help="the request id (X-Request-Id of the answer, or the one an error message quotes)",
+    )
 
     account = commands.add_parser("account", help="the account: password, email, delete", description="account")
     sub = account.add_subparsers(dest="account_command", required=True, metavar="COMMAND")

@@ -1,19 +1,31 @@
-"""The alerts function: the caller's webhooks, alert rules and alert history (/api/alerts/*)."""
+"""The alerts function: the caller's webhooks, alert rules and alert history (/api/alerts/*), and the trails
+of the caller's requests (/api/requests/*)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 
 from functions.alerts import service
 from functions.alerts.deps import Alerts, Settings
-from functions.alerts.models import AlertPage, CreateRule, CreateWebhook, Rule, RulePage, Webhook, WebhookPage
+from functions.alerts.models import (
+    REQUEST_ID_PATTERN,
+    AlertPage,
+    CreateRule,
+    CreateWebhook,
+    RequestTrailAnswer,
+    Rule,
+    RulePage,
+    Webhook,
+    WebhookPage,
+)
 from shared.http_app import create_app, lambda_handler
 from shared.identity import CurrentUser
 from shared.pagination import KEYSET_CURSOR_PATTERN
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"])
+requests_router = APIRouter(prefix="/api/requests", tags=["requests"])
 Limit = Annotated[int, Query(ge=1, le=100)]
 Cursor = Annotated[str | None, Query(max_length=60, pattern=KEYSET_CURSOR_PATTERN)]
 
@@ -72,5 +84,12 @@ async def list_alerts(
     return await service.list_alerts(alerts, user.user_id, limit, cursor, state, rule_id)
 
 
-app = create_app("alerts", [router])
+@requests_router.get("/{request_id}", response_model=RequestTrailAnswer)
+async def get_request_trail(
+    request_id: Annotated[str, Path(max_length=128, pattern=REQUEST_ID_PATTERN)], user: CurrentUser, alerts: Alerts
+) -> RequestTrailAnswer:
+    return await service.request_trail(alerts, user.user_id, request_id)
+
+
+app = create_app("alerts", [router, requests_router])
 handler = lambda_handler(app)

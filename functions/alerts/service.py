@@ -1,5 +1,6 @@
-"""Alert logic: webhooks (URL checks, sealed secrets), rules on the caller's own subjects, alert history.
-No HTTP framework here; the host workers evaluate the rules and deliver the notifications (worker.alerts)."""
+"""Alert logic: webhooks (URL checks, sealed secrets), rules on the caller's own subjects, alert history; and
+the caller's request trails (shared.request_trail). No HTTP framework here; the host workers evaluate the
+rules and deliver the notifications (worker.alerts)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from functions.alerts.models import (
     AlertPage,
     CreateRule,
     CreateWebhook,
+    RequestEvent,
+    RequestTrailAnswer,
     Rule,
     RuleKind,
     RulePage,
@@ -24,6 +27,9 @@ from shared.errors import NotFound, ValidationFailed
 from shared.pagination import decode_cursor, page_of, parse_id
 from shared.secrets import seal_webhook_secret
 from shared.webhooks import WebhookUrlRefused, check_webhook_url
+
+# The most lines one answer holds (a request id a caller reuses may gather more).
+MAX_TRAIL_EVENTS = 1000
 
 
 class WebhookUrlNotAllowed(ValidationFailed):
@@ -41,6 +47,7 @@ def _rule(row: dict[str, Any]) -> Rule:
         container_id=str(row["container_id"]) if row["container_id"] else None,
         service=row["service"],
         listener_id=str(row["listener_id"]) if row["listener_id"] else None,
+        quota=row["quota"],
         threshold=row["threshold"],
         window_seconds=row["window_seconds"],
         for_seconds=row["for_seconds"],
@@ -94,9 +101,10 @@ async def delete_webhook(store: AlertStore, owner_id: str, webhook_id: str) -> N
 async def create_rule(store: AlertStore, owner_id: str, body: CreateRule) -> Rule:
     subject = SUBJECT_OF[RuleKind(body.kind)]
     value = getattr(body, subject)
-    if subject != "service":
+    if subject in ("container_id", "listener_id"):
         value = parse_id(value)
-    if not await store.subject_exists(owner_id, subject, value):
+    # A quota is every owner's (its name is checked by the model); the other subjects must be the caller's.
+    if subject != "quota" and not await store.subject_exists(owner_id, subject, value):
         raise NotFound(f"No such {subject.removesuffix('_id').replace('_', ' ')}: {getattr(body, subject)}.")
     fields = body.model_dump()
     fields[subject] = value
@@ -133,3 +141,18 @@ async def list_alerts(
     )
     items, next_cursor = page_of(rows, limit, _alert)
     return AlertPage(items=items, next_cursor=next_cursor)
+
+
+async def request_trail(store: AlertStore, owner_id: str, request_id: str) -> RequestTrailAnswer:
+    """The caller's lines of one of their requests; 404 when they have none (another caller's, too old, or a
+    request that logged nothing)."""
+    rows = await store.request_events(owner_id, request_id, MAX_TRAIL_EVENTS + 1)
+    if not rows:
+        raise NotFound(f"No trail of request {request_id} of yours (trails are kept for a few days).")
+    events = [
+        RequestEvent(
+            at=row["at"], source=row["source"], service=row["service"], message=row["message"], fields=row["fields"]
+        )
+        for row in rows[:MAX_TRAIL_EVENTS]
+    ]
+    return RequestTrailAnswer(request_id=request_id, events=events, truncated=len(rows) > MAX_TRAIL_EVENTS)

@@ -1,4 +1,5 @@
-"""The alerts function's data access: webhooks, rules and alert history, every query scoped to the owner."""
+"""The alerts function's data access: webhooks, rules, alert history and request trails, every query scoped to
+the owner."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from shared.db import Database
 
 _WEBHOOK_COLUMNS = "id, url, created_at"
 _RULE_COLUMNS = (
-    "r.id, r.kind, r.container_id, r.service, r.listener_id, r.threshold, r.window_seconds, r.for_seconds, "
+    "r.id, r.kind, r.container_id, r.service, r.listener_id, r.quota, r.threshold, r.window_seconds, r.for_seconds, "
     "r.resolve_after_seconds, r.created_at, coalesce(a.state, 'ok') AS state"
 )
 _ALERT_COLUMNS = (
@@ -83,10 +84,10 @@ class AlertStore:
 
     async def create_rule(self, owner_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         row = await self._db.fetch_one(
-            "WITH r AS (INSERT INTO alert_rules (owner_id, kind, container_id, service, listener_id, threshold, "
-            "window_seconds, for_seconds, resolve_after_seconds) "
-            "VALUES (%(owner_id)s, %(kind)s, %(container_id)s, %(service)s, %(listener_id)s, %(threshold)s, "
-            "%(window_seconds)s, %(for_seconds)s, %(resolve_after_seconds)s) RETURNING *) "
+            "WITH r AS (INSERT INTO alert_rules (owner_id, kind, container_id, service, listener_id, quota, "
+            "threshold, window_seconds, for_seconds, resolve_after_seconds) "
+            "VALUES (%(owner_id)s, %(kind)s, %(container_id)s, %(service)s, %(listener_id)s, %(quota)s, "
+            "%(threshold)s, %(window_seconds)s, %(for_seconds)s, %(resolve_after_seconds)s) RETURNING *) "
             f"SELECT {_RULE_COLUMNS} FROM r LEFT JOIN alerts a ON a.id = r.open_alert_id",
             {"owner_id": owner_id, **fields},
         )
@@ -139,4 +140,14 @@ class AlertStore:
             f"SELECT {_ALERT_COLUMNS} FROM alerts a JOIN alert_rules r ON r.id = a.rule_id "
             f"WHERE {conditions} ORDER BY a.started_at DESC, a.id DESC LIMIT %s",
             (*params, limit),
+        )
+
+    # --- request trails -------------------------------------------------------------------------------
+
+    async def request_events(self, owner_id: str, request_id: str, limit: int) -> list[dict[str, Any]]:
+        """The owner's lines of one request (shared.request_trail), oldest first; never another owner's."""
+        return await self._db.fetch_all(
+            "SELECT at, source, service, message, fields FROM request_events "
+            "WHERE owner_id = %s AND request_id = %s ORDER BY at, id LIMIT %s",
+            (owner_id, request_id, limit),
         )

@@ -1,5 +1,6 @@
 """Alerts through the gateway: a webhook receiver on 127.0.0.1 gets one signed `firing` notification after
-a container with restart policy "no" is killed, and one `resolved` after it is started again; the documented
+a container with restart policy "no" is killed, and one `resolved` after it is started again; a quota_use rule
+fires once a free-plan user holds its share of their container quota and resolves below it; the documented
 verification refuses a replayed or tampered delivery; bad input is a clear 4xx."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -14,8 +16,10 @@ from typing import Any
 
 import docker
 import httpx
+import psycopg
 import pytest
 
+from shared.config import get_function_settings
 from shared.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 from tests.conftest import start_gateway, stop_process
 from tests.e2e.conftest import sign_up_and_in
@@ -132,6 +136,98 @@ def test_killed_container_fires_then_resolves_with_signed_notifications(
     assert history[0]["state"] == "resolved" and history[0]["resolved_at"]
 
 
+def _sql(query: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+    with psycopg.connect(get_function_settings().database_url, autocommit=True) as conn:
+        cursor = conn.execute(query, params)
+        return cursor.fetchall() if cursor.description else []
+
+
+def _wait_for_a_round_after_now(rule_id: str) -> None:
+    """Wait until the workers evaluated ``rule_id`` in a transaction that began after this call (so it saw
+    everything committed before)."""
+    [(since,)] = _sql("SELECT clock_timestamp()")
+    wait_until(
+        lambda: _sql("SELECT 1 FROM alert_rules WHERE id = %s AND evaluated_at > %s", (rule_id, since)),
+        timeout=30,
+        interval=0.2,
+        message="the rule was not evaluated",
+    )
+
+
+def test_quota_use_fires_at_its_share_of_the_quota_and_resolves_below_it(
+    client: httpx.Client, worker: Any, receiver: Receiver
+) -> None:
+    # GIVEN a free-plan user (3 containers), a webhook, and a rule at 0.6 of their container quota
+    user = sign_up_and_in(client)
+    plan = client.get("/api/billing/plan", headers=user.auth_headers).json()
+    assert (plan["plan"]["name"], plan["plan"]["quotas"]["max_containers"]) == ("free", 3)
+    hook = client.post("/api/alerts/webhooks", json={"url": receiver.url, "secret": SECRET}, headers=user.auth_headers)
+    assert hook.status_code == 201, hook.text
+    created = client.post(
+        "/api/alerts/rules",
+        json={
+            "kind": "quota_use",
+            "quota": "max_containers",
+            "threshold": 0.6,
+            "for_seconds": 1,
+            "resolve_after_seconds": 1,
+        },
+        headers=user.auth_headers,
+    )
+    assert created.status_code == 201, created.text
+    rule = created.json()
+    assert (rule["kind"], rule["quota"], rule["threshold"], rule["state"]) == ("quota_use", "max_containers", 0.6, "ok")
+    assert (rule["container_id"], rule["service"], rule["listener_id"]) == (None, None, None)
+    image_id = str(uuid.uuid4())
+    _sql(
+        "INSERT INTO images (id, owner_id, name, tag, object_key, status) VALUES (%s, %s, 'q', 'v1', 'k', 'ready')",
+        (image_id, user.id),
+    )
+
+    def hold_a_container(name: str) -> str:
+        # A stopped container on no host: it counts against the quota, and no worker acts on it.
+        container_id = str(uuid.uuid4())
+        _sql(
+            "INSERT INTO containers (id, owner_id, image_id, name, cpu, memory_mb, status, desired_state) "
+            "VALUES (%s, %s, %s, %s, 0.5, 256, 'stopped', 'stopped')",
+            (container_id, user.id, image_id, name),
+        )
+        return container_id
+
+    try:
+        # WHEN they hold 1 of 3 (33%) THEN the rule stays ok, round after round
+        first = hold_a_container("q-1")
+        _wait_for_a_round_after_now(rule["id"])
+        _wait_for_a_round_after_now(rule["id"])
+        assert client.get(f"/api/alerts/rules/{rule['id']}", headers=user.auth_headers).json()["state"] == "ok"
+        assert client.get("/api/alerts", headers=user.auth_headers).json()["items"] == []
+
+        # WHEN they hold 2 of 3 (67%) THEN one signed firing notification arrives once it held for_seconds
+        hold_a_container("q-2")
+        wait_until(lambda: "firing" in receiver.states(), timeout=30, interval=0.2, message="no firing")
+        headers, body = receiver.received[0]
+        assert verify_signature(SECRET, body, headers[TIMESTAMP_HEADER.lower()], headers[SIGNATURE_HEADER.lower()])
+        payload = json.loads(body)
+        assert payload["alerts"][0]["labels"]["alertname"] == "quota_use"
+        assert payload["alerts"][0]["labels"]["quota"] == "max_containers"
+        assert payload["berth"]["kind"] == "quota_use" and payload["berth"]["threshold"] == 0.6
+        assert "2 of 3 containers" in payload["berth"]["summary"], payload["berth"]["summary"]
+        assert client.get(f"/api/alerts/rules/{rule['id']}", headers=user.auth_headers).json()["state"] == "firing"
+
+        # WHEN one of them is deleted (1 of 3) THEN one resolved notification follows the hold-off, and no other
+        _sql("UPDATE containers SET status = 'deleted', desired_state = 'deleted' WHERE id = %s", (first,))
+        wait_until(lambda: "resolved" in receiver.states(), timeout=30, interval=0.2, message="no resolved")
+        _wait_for_a_round_after_now(rule["id"])
+        _wait_for_a_round_after_now(rule["id"])
+        assert receiver.states() == ["firing", "resolved"]
+        history = client.get("/api/alerts", params={"rule_id": rule["id"]}, headers=user.auth_headers).json()
+        assert [(a["kind"], a["state"]) for a in history["items"]] == [("quota_use", "resolved")]
+        assert "1 of 3 containers" in history["items"][0]["summary"]
+    finally:
+        _sql("DELETE FROM containers WHERE owner_id = %s", (user.id,))
+        _sql("DELETE FROM users WHERE id = %s", (user.id,))
+
+
 def test_bad_alert_input_is_a_clear_4xx(client: httpx.Client, owners: list[str]) -> None:  # noqa: F811
     user = _user(client, owners)
     headers = user.auth_headers
@@ -152,6 +248,21 @@ def test_bad_alert_input_is_a_clear_4xx(client: httpx.Client, owners: list[str])
         ),
         ("/api/alerts/rules", {"kind": "container_unhealthy", "service": "web"}, 422, "validation_failed"),
         ("/api/alerts/rules", {"kind": "container_unhealthy", "container_id": "0" * 32}, 404, "not_found"),
+        ("/api/alerts/rules", {"kind": "quota_use", "quota": "max_cpus", "threshold": 0.5}, 422, "validation_failed"),
+        (
+            "/api/alerts/rules",
+            {"kind": "quota_use", "quota": "max_containers", "threshold": 0},
+            422,
+            "validation_failed",
+        ),
+        (
+            "/api/alerts/rules",
+            {"kind": "quota_use", "quota": "max_containers", "threshold": 1.01},
+            422,
+            "validation_failed",
+        ),
+        ("/api/alerts/rules", {"kind": "quota_use", "quota": "max_containers"}, 422, "validation_failed"),
+        ("/api/alerts/rules", {"kind": "quota_use", "service": "web", "threshold": 0.5}, 422, "validation_failed"),
         ("/api/alerts/webhooks", {"url": "ftp://example.com/x", "secret": SECRET}, 422, "validation_failed"),
         ("/api/alerts/webhooks", {"url": "https://example.com/x", "secret": "short"}, 422, "validation_failed"),
     ]

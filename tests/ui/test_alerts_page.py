@@ -1,6 +1,6 @@
 """The alerts page and listener history in a real browser: a user adds a webhook (a too-short secret is
-refused in words, the secret is never shown back) and a rule, sees them listed with the alert history,
-deletes them; a listener's charts open with its recorded traffic instead of starting empty.
+refused in words, the secret is never shown back) and rules (on a listener, on a quota), sees them listed
+with the alert history, deletes them; a listener's charts open with its recorded traffic instead of starting empty.
 
 The listener and its history are written straight into the database (what the worker's traffic recorder
 writes): the recording itself is tested through lb-runtime in tests/e2e/test_traffic_history.py."""
@@ -25,6 +25,7 @@ from tests.ui.conftest import BrowserSession, api_tokens, sign_up_in_browser
 SECRET = "ui-webhook-secret-" + "7" * 12
 HOOK_URL = "http://127.0.0.1:9/berth-hook"
 REQUESTS_PER_SAMPLE = 50  # in 10 s: 5 requests per second
+BYTES_IN_PER_SAMPLE, BYTES_OUT_PER_SAMPLE = 20_000, 500_000  # in 10 s: 2 KB/s in, 50 KB/s out
 
 
 @pytest.fixture
@@ -50,8 +51,16 @@ def seeded_listener(gateway: RunningGateway, ui_user: tuple[str, str]) -> Iterat
             for steps_ago in range(2, 14):
                 conn.execute(
                     "INSERT INTO traffic_samples (listener_id, instance, resolution, ts, requests, latency_buckets, "
-                    "latency_sum) VALUES (%s, '', 10, %s, %s, %s, %s)",
-                    (listener_id, aligned - timedelta(seconds=10 * steps_ago), REQUESTS_PER_SAMPLE, buckets, 0.35),
+                    "latency_sum, bytes_in, bytes_out) VALUES (%s, '', 10, %s, %s, %s, %s, %s, %s)",
+                    (
+                        listener_id,
+                        aligned - timedelta(seconds=10 * steps_ago),
+                        REQUESTS_PER_SAMPLE,
+                        buckets,
+                        0.35,
+                        BYTES_IN_PER_SAMPLE,
+                        BYTES_OUT_PER_SAMPLE,
+                    ),
                 )
         made.update(id=listener_id, port=port)
         return made
@@ -113,6 +122,9 @@ def test_alerts_page_manages_webhooks_and_rules_and_listener_charts_open_with_hi
     expect(card.locator('figure[data-metric="latency"] svg')).to_have_attribute(
         "aria-label", re.compile(r", \d{2,} samples; now p50")
     )
+    bandwidth_chart = card.locator('figure[data-metric="bandwidth"] svg')
+    expect(bandwidth_chart).to_have_attribute("aria-label", re.compile(r", \d{2,} samples; now In .*, Out "))
+    expect(bandwidth_chart.locator("text.axis-label").first).to_have_text("50.0 KB/s")
     assert time.monotonic() - opened < 15  # far fewer than 12 live polls (2 s apart) could have drawn
     session.screenshot("alerts-01-listener-history")
 
@@ -173,6 +185,22 @@ def test_alerts_page_manages_webhooks_and_rules_and_listener_charts_open_with_hi
     page.get_by_label("Show").select_option("")
     expect(history.locator("tbody tr")).to_have_count(2)
     session.screenshot("alerts-03-page")
+
+    # WHEN they create a quota rule (no window: use is counted as it stands), THEN it is listed with its share
+    page.get_by_label("Kind").select_option("quota_use")
+    expect(page.get_by_label("Listener", exact=True)).to_be_hidden()
+    expect(page.get_by_label("Window (seconds)")).to_be_hidden()
+    page.get_by_label("Quota", exact=True).select_option("max_containers")
+    page.get_by_label("Share of the quota at least").fill("0.8")
+    page.get_by_role("button", name="Create rule").click()
+    expect(rules).to_contain_text("Quota use on quota Containers")
+    expect(rules).to_contain_text("80% of the quota")
+    listed = httpx.get(f"{gateway.url}/api/alerts/rules", headers=api, timeout=30).json()["items"]
+    quota_rule = next(item for item in listed if item["kind"] == "quota_use")
+    assert (quota_rule["quota"], quota_rule["threshold"], quota_rule["listener_id"]) == ("max_containers", 0.8, None)
+    page.get_by_role("button", name=re.compile(r"^Delete rule Quota use")).click()
+    page.get_by_role("dialog", name="Delete rule?").get_by_role("button", name="Delete").click()
+    expect(rules).not_to_contain_text("Quota use")
 
     # WHEN they delete the rule and the webhook (each confirmed), THEN both lists are empty again
     page.get_by_role("button", name=re.compile(r"^Delete rule Listener error rate")).click()

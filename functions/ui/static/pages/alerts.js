@@ -1,5 +1,5 @@
 // Alerts: the webhooks notifications go to (a secret is sent once and never shown again), the rules that
-// watch containers, services and listeners, and the history of alert episodes (pending, firing, resolved).
+// watch containers, services, listeners and quota use, and the history of alert episodes (pending, firing, resolved).
 import { api } from "../api.js";
 import { h, clear, field, table, statusBadge, formatTime } from "../dom.js";
 import { confirmDialog } from "../dialog.js";
@@ -14,7 +14,17 @@ export const RULE_KINDS = [
   { kind: "listener_error_rate", label: "Listener error rate", subject: "listener_id", threshold: { label: "Error rate above", hint: "A share from 0 to 1 (0.05 is 5%) of requests failing in the window.", step: "0.01", max: "1" } },
   { kind: "listener_latency_p95", label: "Listener p95 latency", subject: "listener_id", threshold: { label: "p95 latency above (ms)", hint: "Milliseconds, over the window.", step: "1", max: "1000000" } },
   { kind: "deploy_failed", label: "Deploy failed", subject: "service" },
+  { kind: "quota_use", label: "Quota use", subject: "quota", threshold: { label: "Share of the quota at least", hint: "Above 0 and at most 1 (0.8 is 80%) of your plan's limit.", step: "0.01", min: "0.01", max: "1" }, noWindow: true },
 ];
+// The plan's quotas a quota_use rule can watch (GET /api/billing/plan shows their limits and current use).
+export const QUOTAS = [
+  { quota: "max_containers", label: "Containers" },
+  { quota: "max_memory_mb_total", label: "Memory in total" },
+  { quota: "max_memory_mb_per_container", label: "Memory per container" },
+  { quota: "max_listeners", label: "Listeners" },
+  { quota: "max_image_storage_mb", label: "Image storage" },
+];
+const QUOTA_LABELS = new Map(QUOTAS.map((entry) => [entry.quota, entry.label]));
 const KIND_BY_NAME = new Map(RULE_KINDS.map((entry) => [entry.kind, entry]));
 
 export async function alertsPage(ctx) {
@@ -33,7 +43,7 @@ export async function alertsPage(ctx) {
   const rules = rulesSection(ctx, subjects);
   const history = historySection(ctx, rules);
   ctx.main.append(
-    h("p", {}, "Rules watch your containers, services and listeners; when one fires or resolves, every webhook below gets a signed notification (see docs/ALERTS.md to verify it)."),
+    h("p", {}, "Rules watch your containers, services, listeners and quota use; when one fires or resolves, every webhook below gets a signed notification (see docs/ALERTS.md to verify it)."),
     webhooks.node,
     rules.node,
     history.node,
@@ -126,6 +136,7 @@ function rulesSection(ctx, subjects) {
   const service = h("input", { type: "text", name: "service", list: "alert-services", maxlength: "63", autocomplete: "off", spellcheck: "false" });
   const serviceList = h("datalist", { id: "alert-services" }, subjects.services.map((name) => h("option", { value: name })));
   const listener = h("select", { name: "listener_id" }, subjects.listeners.map((item) => h("option", { value: item.id }, `${item.service} on port ${item.port}`)));
+  const quota = h("select", { name: "quota" }, QUOTAS.map((entry) => h("option", { value: entry.quota }, entry.label)));
   const threshold = h("input", { type: "number", name: "threshold", min: "0", step: "any" });
   const windowSeconds = h("input", { type: "number", name: "window_seconds", min: "10", max: "86400", value: "300" });
   const forSeconds = h("input", { type: "number", name: "for_seconds", min: "0", max: "86400", value: "60" });
@@ -134,6 +145,7 @@ function rulesSection(ctx, subjects) {
     container_id: field("Container", container, subjects.containers.length ? null : "You have no containers yet."),
     service: field("Service", service, subjects.services.length ? `Your services: ${subjects.services.join(", ")}.` : null),
     listener_id: field("Listener", listener, subjects.listeners.length ? null : "You have no listeners yet."),
+    quota: field("Quota", quota, "One of your plan's quotas (the Billing page shows them)."),
   };
   const thresholdLabel = h("label", {}, "Threshold");
   const thresholdHint = h("p", { class: "hint" }, "");
@@ -148,11 +160,12 @@ function rulesSection(ctx, subjects) {
     const entry = KIND_BY_NAME.get(kind.value);
     for (const [name, node] of Object.entries(subjectFields)) node.hidden = name !== entry.subject;
     thresholdField.hidden = !entry.threshold;
-    windowField.hidden = !entry.threshold;
+    windowField.hidden = !entry.threshold || Boolean(entry.noWindow);
     if (entry.threshold) {
       thresholdLabel.textContent = entry.threshold.label;
       thresholdHint.textContent = entry.threshold.hint;
       threshold.step = entry.threshold.step;
+      threshold.min = entry.threshold.min ?? "0";
       threshold.max = entry.threshold.max;
     }
   }
@@ -171,6 +184,7 @@ function rulesSection(ctx, subjects) {
       subjectFields.container_id,
       subjectFields.service,
       subjectFields.listener_id,
+      subjectFields.quota,
       thresholdField,
       windowField,
       field("Fire after (seconds)", forSeconds, "How long the condition must hold before notifying (0: at once)."),
@@ -186,7 +200,13 @@ function rulesSection(ctx, subjects) {
     return found ? `${found.service} on port ${found.port}` : id;
   };
   const subjectOf = (rule) =>
-    rule.container_id ? `container ${nameOfContainer(rule.container_id)}` : rule.listener_id ? `listener ${nameOfListener(rule.listener_id)}` : `service ${rule.service}`;
+    rule.container_id
+      ? `container ${nameOfContainer(rule.container_id)}`
+      : rule.listener_id
+        ? `listener ${nameOfListener(rule.listener_id)}`
+        : rule.quota
+          ? `quota ${QUOTA_LABELS.get(rule.quota) ?? rule.quota}`
+          : `service ${rule.service}`;
   const kindLabel = (name) => KIND_BY_NAME.get(name)?.label ?? name;
   const describe = (rule) => `${kindLabel(rule.kind)} on ${subjectOf(rule)}`;
   let known = new Map();
@@ -209,7 +229,7 @@ function rulesSection(ctx, subjects) {
             ["Rule", "Threshold", "Fire after", "State", ""],
             page.items.map((rule) => [
               describe(rule),
-              rule.threshold === null ? "—" : `${rule.threshold} (window ${rule.window_seconds} s)`,
+              rule.threshold === null ? "—" : rule.quota ? `${Math.round(rule.threshold * 100)}% of the quota` : `${rule.threshold} (window ${rule.window_seconds} s)`,
               `${rule.for_seconds} s`,
               statusBadge(rule.state),
               deleteButton(rule),
@@ -241,10 +261,10 @@ function rulesSection(ctx, subjects) {
     errors.clear();
     const entry = KIND_BY_NAME.get(kind.value);
     const body = { kind: entry.kind, for_seconds: Number(forSeconds.value || 0), resolve_after_seconds: Number(resolveAfter.value || 0) };
-    body[entry.subject] = { container_id: container.value, service: service.value.trim(), listener_id: listener.value }[entry.subject] || null;
+    body[entry.subject] = { container_id: container.value, service: service.value.trim(), listener_id: listener.value, quota: quota.value }[entry.subject] || null;
     if (entry.threshold) {
       if (threshold.value !== "") body.threshold = Number(threshold.value);
-      body.window_seconds = Number(windowSeconds.value || 300);
+      if (!entry.noWindow) body.window_seconds = Number(windowSeconds.value || 300);
     }
     submit.disabled = true;
     try {
