@@ -13,7 +13,7 @@ from psycopg.types.json import Jsonb
 from shared.db import Database
 
 _REPLICA_COLUMNS = (
-    "c.id, c.name, c.release_number, c.status, c.desired_state, c.reason, c.host_id, "
+    "c.id, c.name, c.release_number, c.status, c.desired_state, c.reason, c.host_id, c.region, "
     "EXTRACT(EPOCH FROM now() - c.created_at)::float8 AS age_seconds, "
     # How long it has been running (passing its checks): since its last recorded change, which for a running
     # container is the change to running (the event trigger records every status and reason change).
@@ -111,9 +111,10 @@ class RolloutStore:
         name: str,
         host_id: str,
         ports: list[dict[str, Any]],
+        region: str | None = None,
     ) -> dict[str, Any] | None:
-        """Write a pending replica of the service's target release; None when the name is taken or the service
-        is gone."""
+        """Write a pending replica of the service's target release (pinned to ``region`` when one is given);
+        None when the name is taken or the service is gone."""
         config = service["config"]
         async with self._db.transaction() as conn:
             await conn.execute(
@@ -124,7 +125,8 @@ class RolloutStore:
                 cursor = await conn.execute(
                     "INSERT INTO containers (id, owner_id, image_id, name, service, command, env, secret_env, "
                     "secret_env_names, ports, cpu, memory_mb, restart_policy, health_check, host_id, service_id, "
-                    "release_number) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                    "release_number, region) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
                     "RETURNING id, host_id",
                     (
                         container_id,
@@ -144,6 +146,7 @@ class RolloutStore:
                         host_id,
                         service["id"],
                         service["release_number"],
+                        region,
                     ),
                 )
             except (errors.UniqueViolation, errors.ForeignKeyViolation):

@@ -23,6 +23,13 @@ A step, for target release T, ``replicas`` N, ``max_surge`` S and ``max_unavaila
   fewer than N and all replicas together fewer than N + S.
 - T is ``healthy`` once it has exactly N ready replicas and no other replica is left, leaving ones included.
 
+Regions: a release may name regions with a minimum each (``config.regions``). A new replica of T goes to the
+first region (in the declared order) where T has fewer live replicas pinned than its minimum, and is pinned
+there (the container's ``region``: placed only on that region's hosts, and re-placed only there when its host
+is lost, by worker/rescheduling.py as any container with a region); once every minimum is met, replicas are
+not pinned (any region; when their host is lost, its region first, then any). A scale down removes unpinned
+replicas before pinned ones. A region without a live host delays only its own replicas.
+
 Removing a replica is a container delete: its host's worker takes it out of the registry, waits
 ``worker_stop_drain_seconds`` for traffic to move, then stops and removes it.
 """
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +88,7 @@ class Replica:
     age_seconds: float
     healthy_seconds: float | None  # how long it has been running (passing), None when it is not
     registered: bool  # passing in the registry
+    region: str | None = None  # the region it is pinned to (placed for that region's minimum); None: any
 
     def ready(self, policy: Policy) -> bool:
         return (
@@ -114,10 +123,17 @@ class Step:
 
 
 def plan_step(
-    target: int, status: str, replaces: int | None, wanted: int, policy: Policy, replicas: list[Replica]
+    target: int,
+    status: str,
+    replaces: int | None,
+    wanted: int,
+    policy: Policy,
+    replicas: list[Replica],
+    regions: Mapping[str, int] | None = None,
 ) -> Step:
     """The next step toward ``wanted`` ready replicas of release ``target`` (in ``status``), from the replicas
-    there are now. Pure: the same replicas always give the same step."""
+    there are now; ``regions`` (name -> minimum) keeps a scale down off the replicas pinned for a minimum.
+    Pure: the same replicas always give the same step."""
     if status == "failed":
         return Step()
     start = status == "pending"
@@ -145,10 +161,17 @@ def plan_step(
     available = sum(1 for replica in [*ours, *others] if replica.ready(policy))
     floor = max(wanted - policy.max_unavailable, 0)
 
-    # Excess replicas of the target (a scale down): the not-ready first, then the newest.
+    # Excess replicas of the target (a scale down): unpinned ones (or pinned above their region's minimum)
+    # first; among those the not-ready first, then the newest.
     excess = len(ours) - wanted
     removed_ours = 0
-    for replica in sorted(ours, key=lambda r: (r.ready(policy), r.age_seconds)):
+    pinned = _pinned_counts(ours)
+    minimums = regions or {}
+
+    def needed(replica: Replica) -> bool:
+        return replica.region is not None and pinned.get(replica.region, 0) <= minimums.get(replica.region, 0)
+
+    for replica in sorted(ours, key=lambda r: (needed(r), r.ready(policy), r.age_seconds)):
         if excess <= 0:
             break
         if replica.ready(policy):
@@ -180,6 +203,27 @@ def plan_step(
         and all(replica.ready(policy) for replica in ours)
     )
     return Step(start=start, create=create, remove=tuple(remove), finish="healthy" if done else None)
+
+
+def _pinned_counts(replicas: list[Replica]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for replica in replicas:
+        if replica.region is not None:
+            counts[replica.region] = counts.get(replica.region, 0) + 1
+    return counts
+
+
+def placements(target: int, regions: Mapping[str, int], replicas: list[Replica], count: int) -> list[str | None]:
+    """Where the next ``count`` replicas of release ``target`` go: the regions (in their order) short of their
+    minimum of live replicas pinned there, each as often as it is short; then None (any region). Pure."""
+    pinned = _pinned_counts(
+        [replica for replica in replicas if replica.release == target and replica.desired_state == "running"]
+    )
+    chosen: list[str | None] = []
+    for name, minimum in regions.items():
+        chosen += [name] * max(0, minimum - pinned.get(name, 0))
+    chosen = chosen[:count]
+    return chosen + [None] * (count - len(chosen))
 
 
 @dataclass
@@ -220,10 +264,12 @@ class RolloutDriver:
                     age_seconds=float(row["age_seconds"] or 0),
                     healthy_seconds=row["healthy_seconds"],
                     registered=registered is None or str(row["id"]) in registered,
+                    region=row.get("region"),
                 )
                 for row in rows
             ]
             target = int(service["release_number"])
+            regions = {region["name"]: int(region["min"]) for region in service["config"].get("regions") or []}
             step = plan_step(
                 target,
                 service["release_status"],
@@ -231,8 +277,9 @@ class RolloutDriver:
                 int(service["replicas"]),
                 Policy.of(service["update_policy"]),
                 replicas,
+                regions,
             )
-            await self._apply(service, step)
+            await self._apply(service, step, placements(target, regions, replicas, step.create))
             return step
 
     async def _registered(self, service: dict[str, Any], rows: list[dict[str, Any]]) -> set[str] | None:
@@ -244,7 +291,7 @@ class RolloutDriver:
         )
         return {instance.id for instance in instances}
 
-    async def _apply(self, service: dict[str, Any], step: Step) -> None:
+    async def _apply(self, service: dict[str, Any], step: Step, regions: list[str | None]) -> None:
         service_id, target = str(service["id"]), int(service["release_number"])
         if step.start:
             await self.store.start_release(service_id, target)
@@ -273,12 +320,20 @@ class RolloutDriver:
                         service_id, target, "failed", "its image is no longer ready (deleted?)"
                     )
                 return
-            for _ in range(step.create):
-                await self._create(service)
+            unavailable: set[str | None] = set()
+            for region in regions:
+                if region in unavailable:
+                    continue
+                try:
+                    await self._create(service, region)
+                except ServiceUnavailable as exc:
+                    # No live host there: that region's replicas wait for the next round, the others go on.
+                    unavailable.add(region)
+                    log_event(logger, "replica not placed; will retry", service_id=service_id, error=exc.message)
         if step.finish == "healthy" and await self.store.finish_release(service_id, target, "healthy", None):
             log_event(logger, "release healthy", service_id=service_id, release=target)
 
-    async def _create(self, service: dict[str, Any]) -> None:
+    async def _create(self, service: dict[str, Any], region: str | None = None) -> None:
         ports = [
             {"container_port": port["container_port"], "protocol": port.get("protocol", "tcp")}
             for port in service["config"]["ports"]
@@ -286,9 +341,9 @@ class RolloutDriver:
         name = f"{service['name'][:48]}-{service['release_number']}-{secrets.token_hex(3)}"
 
         async def insert(container_id: uuid.UUID, host_id: str, placed: list[dict[str, Any]]) -> dict[str, Any] | None:
-            return await self.store.insert_replica(container_id, service, name, host_id, placed)
+            return await self.store.insert_replica(container_id, service, name, host_id, placed, region)
 
-        row = await place_container(self.hosts, self.queue, self.settings, ports, insert)
+        row = await place_container(self.hosts, self.queue, self.settings, ports, insert, region=region)
         if row is not None:
             log_event(
                 logger,
@@ -297,6 +352,7 @@ class RolloutDriver:
                 release=service["release_number"],
                 container_id=str(row["id"]),
                 host_id=row["host_id"],
+                region=region,
             )
 
     async def _remove(self, container_id: str) -> None:

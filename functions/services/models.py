@@ -13,6 +13,7 @@ from functions.containers.models import (
     MAX_PORTS,
     NAME_PATTERN,
     NO_NUL_PATTERN,
+    REGION_PATTERN,
     RESTART_POLICY_PATTERN,
     HealthCheck,
     HealthCheckRequest,
@@ -24,6 +25,7 @@ from shared.capacity import MAX_PLAN_REPLICAS
 
 RELEASE_STATUSES = ("pending", "rolling", "healthy", "failed", "rolled_back", "superseded")
 MAX_WAIT_SECONDS = 3600
+MAX_SERVICE_REGIONS = 16
 _COMMAND_SCHEMA: dict[str, Any] = {"items": {"type": "string", "maxLength": 4096, "pattern": NO_NUL_PATTERN}}
 
 
@@ -45,6 +47,24 @@ class UpdatePolicy(BaseModel):
         if self.min_healthy_seconds >= self.healthy_deadline_seconds:
             raise ValueError("min_healthy_seconds must be less than healthy_deadline_seconds")
         return self
+
+
+class ServiceRegion(BaseModel):
+    """A region the service runs in, and how many of its replicas run there at least (each placed only on that
+    region's hosts and re-placed only there when its host is lost)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(min_length=1, max_length=32, pattern=REGION_PATTERN)
+    min: int = Field(ge=1, le=MAX_PLAN_REPLICAS)
+
+
+def _distinct_regions(regions: list[ServiceRegion] | None) -> list[ServiceRegion] | None:
+    if regions is not None:
+        names = [region.name for region in regions]
+        if len(names) != len(set(names)):
+            raise ValueError("regions names a region twice")
+    return regions
 
 
 def _normalise_health_check(health_check: HealthCheckRequest | None, ports: list[PortRequest]) -> None:
@@ -95,10 +115,13 @@ class CreateService(BaseModel):
     restart_policy: str = Field(default="always", pattern=RESTART_POLICY_PATTERN)
     health_check: HealthCheckRequest | None = None
     update_policy: UpdatePolicy = Field(default_factory=UpdatePolicy)
+    # At least ``min`` replicas in each region (their sum at most ``replicas``); the rest go to any region.
+    regions: list[ServiceRegion] = Field(default_factory=list, max_length=MAX_SERVICE_REGIONS)
 
     _service_name = field_validator("name", mode="before")(check_service_name)
     _ports = field_validator("ports")(_distinct_ports)
     _command = field_validator("command")(_command_parts)
+    _regions = field_validator("regions")(_distinct_regions)
 
     @field_validator("env")
     @classmethod
@@ -134,9 +157,12 @@ class DeployService(BaseModel):
     memory_mb: int | None = Field(default=None, ge=16, le=MAX_PLAN_MEMORY_MB)
     restart_policy: str | None = Field(default=None, pattern=RESTART_POLICY_PATTERN)
     health_check: HealthCheckRequest | None = None
+    # The new release's regional minimums; null (or []) removes them.
+    regions: list[ServiceRegion] | None = Field(default=None, max_length=MAX_SERVICE_REGIONS)
 
     _ports = field_validator("ports")(_distinct_ports)
     _command = field_validator("command")(_command_parts)
+    _regions = field_validator("regions")(_distinct_regions)
 
     @field_validator("env")
     @classmethod
@@ -181,6 +207,12 @@ class ReleaseReplicas(BaseModel):
     total: int  # not deleted, whatever their status
 
 
+class RegionReplicas(BaseModel):
+    region: str | None  # the region of the replicas' host (None: not placed)
+    running: int
+    total: int
+
+
 class Service(BaseModel):
     id: str
     name: str
@@ -200,6 +232,8 @@ class Service(BaseModel):
     restart_policy: str
     health_check: HealthCheck | None
     update_policy: UpdatePolicy
+    regions: list[ServiceRegion] = []
+    replicas_by_region: list[RegionReplicas] = []
     created_at: datetime
     updated_at: datetime
 

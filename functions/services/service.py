@@ -16,6 +16,7 @@ from functions.services.models import (
     CreateService,
     DeleteService,
     DeployService,
+    RegionReplicas,
     Release,
     ReleasePage,
     ReleaseReplicas,
@@ -23,6 +24,7 @@ from functions.services.models import (
     Service,
     ServicePage,
     ServicePort,
+    ServiceRegion,
     UpdatePolicy,
     UpdateService,
     _normalise_health_check,
@@ -30,7 +32,7 @@ from functions.services.models import (
 from functions.services.store import ServiceChange, ServiceStore
 from shared.capacity import check_service_capacity, plan_max_replicas, quota_lock
 from shared.config import FunctionSettings
-from shared.errors import BadRequest, Conflict, NotFound, QuotaExceeded, ValidationFailed
+from shared.errors import ConfirmationMismatch, Conflict, NotFound, QuotaExceeded, ValidationFailed
 from shared.jobs import HostJobQueues, Job, JobKind
 from shared.pagination import decode_cursor, decode_sequence_cursor, encode_sequence_cursor, page_of, parse_id
 from shared.secrets import seal_env
@@ -60,6 +62,8 @@ def _service(row: dict[str, Any]) -> Service:
         restart_policy=config["restart_policy"],
         health_check=HealthCheck.model_validate(config["health_check"]) if config["health_check"] else None,
         update_policy=UpdatePolicy.model_validate(row["update_policy"]),
+        regions=[ServiceRegion.model_validate(region) for region in config.get("regions") or []],
+        replicas_by_region=[RegionReplicas(**entry) for entry in row.get("by_region") or []],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -112,6 +116,49 @@ def _check_replicas(plan: str, replicas: int) -> None:
         )
 
 
+def _check_minimums(plan: str, regions: list[dict[str, Any]], replicas: int, *, state: bool = False) -> None:
+    """The regional minimums against the plan (403 quota_exceeded: a minimum above the plan's replicas per
+    service) and the declared replicas (their sum above ``replicas``: 422 when both are in the body, 409 when
+    one of them is the service's, ``state``)."""
+    limit = plan_max_replicas(plan)
+    for region in regions:
+        if region["min"] > limit:
+            raise QuotaExceeded(
+                f"region {region['name']}'s minimum of {region['min']} replicas is above your {plan} plan's limit "
+                f"of {limit} per service.",
+                quota="max_replicas_per_service",
+                limit=limit,
+                used=region["min"],
+            )
+    needed = sum(region["min"] for region in regions)
+    if needed > replicas:
+        message = (
+            f"The regions' minimums add up to {needed} replicas, more than the {replicas} declared; declare at "
+            "least as many replicas as the regions' minimums need."
+        )
+        if state:
+            raise Conflict(message)
+        raise ValidationFailed(message, details=[{"loc": ["body", "regions"], "msg": "minimums above replicas"}])
+
+
+async def _check_known_regions(services: ServiceStore, regions: list[dict[str, Any]]) -> None:
+    """422 for a region no registered host belongs to (as a container's region)."""
+    if not regions:
+        return
+    hosts = await services.known_regions()
+    for index, region in enumerate(regions):
+        if region["name"] not in hosts:
+            raise ValidationFailed(
+                f"No host belongs to region {region['name']!r}; name regions of your hosts.",
+                details=[{"loc": ["body", "regions", index, "name"], "msg": "unknown region"}],
+            )
+
+
+def _regions_of(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """A release's regional minimums (none for releases made before services had regions)."""
+    return list(config.get("regions") or [])
+
+
 async def _ready_image(services: ServiceStore, owner_id: str, image_id: str) -> str:
     image = await services.image(owner_id, parse_id(image_id))
     if image is None:
@@ -134,6 +181,9 @@ async def create_service(
     services: ServiceStore, settings: FunctionSettings, owner_id: str, plan: str, body: CreateService
 ) -> Service:
     image_id = await _ready_image(services, owner_id, body.image_id)
+    regions = [region.model_dump() for region in body.regions]
+    _check_minimums(plan, regions, body.replicas)
+    await _check_known_regions(services, regions)
     _check_replicas(plan, body.replicas)
     # The replicas declared; a rollout's surge replicas are transient and not counted.
     await check_service_capacity(owner_id, body.name, body.replicas, body.memory_mb)
@@ -145,6 +195,7 @@ async def create_service(
         "memory_mb": body.memory_mb,
         "restart_policy": body.restart_policy,
         "health_check": body.health_check.model_dump() if body.health_check else None,
+        "regions": regions,
     }
     release = _release_values(
         image_id, config, seal_env(settings, body.secret_env), sorted(body.secret_env), "created with the service"
@@ -176,6 +227,8 @@ async def update_service(services: ServiceStore, owner_id: str, plan: str, name:
             "update_policy cannot be null.", details=[{"field": "update_policy", "message": "an object"}]
         )
     row = await _view(services, owner_id, name)
+    if body.replicas is not None:
+        _check_minimums(plan, _regions_of(row["config"]), body.replicas, state=True)
     if body.replicas is not None and body.replicas > row["replicas"]:
         _check_replicas(plan, body.replicas)
         await check_service_capacity(owner_id, name, body.replicas, row["config"]["memory_mb"])
@@ -223,6 +276,7 @@ async def deploy_service(
         if field in body.model_fields_set and getattr(body, field) is None and field != "command":
             raise ValidationFailed(f"{field} cannot be null.", details=[{"field": field, "message": "not null"}])
     image_id = await _ready_image(services, owner_id, body.image_id) if body.image_id is not None else None
+    await _check_known_regions(services, [region.model_dump() for region in body.regions or []])
     async with quota_lock(owner_id), services.locked(owner_id, name) as change:
         if change is None:
             raise NotFound(f"No service {name}.")
@@ -237,7 +291,10 @@ async def deploy_service(
             config["ports"] = [port.model_dump() for port in body.ports]
         if "health_check" in body.model_fields_set:
             config["health_check"] = body.health_check.model_dump() if body.health_check else None
-        _check_health_check(config)
+        if "regions" in body.model_fields_set:
+            config["regions"] = [region.model_dump() for region in body.regions or []]
+        _check_minimums(plan, _regions_of(config), int(change.service["replicas"]), state=True)
+        _check_health_check(config, body_alone=body.ports is not None)
         # Replaces replicas one for one: no more are declared, but the memory per replica may change.
         await check_service_capacity(owner_id, name, int(change.service["replicas"]), config["memory_mb"])
         if body.secret_env is not None:
@@ -246,7 +303,11 @@ async def deploy_service(
             secret_env, secret_names = current["secret_env"], list(current["secret_env_names"] or [])
         both = sorted(set(config["env"]) & set(secret_names))
         if both:
-            raise ValidationFailed(f"a variable is either in env or in secret_env, not both: {', '.join(both)}")
+            message = f"a variable is either in env or in secret_env, not both: {', '.join(both)}"
+            if body.env is not None and body.secret_env is not None:
+                raise ValidationFailed(message)
+            # One of the two is the current release's: the change conflicts with it (send both to move one).
+            raise Conflict(f"{message} (the current release has the other)")
         release = _release_values(image_id or str(current["image_id"]), config, secret_env, secret_names, None)
         number = await change.add_release(await _return_point(change, current), owner_id, release)
         created = await change.release(number)
@@ -254,14 +315,18 @@ async def deploy_service(
     return _release(created)
 
 
-def _check_health_check(config: dict[str, Any]) -> None:
-    """Fill in a changed health check's defaults from the ports it will run with (the first is its port)."""
+def _check_health_check(config: dict[str, Any], *, body_alone: bool) -> None:
+    """Fill in a changed health check's defaults from the ports it will run with (the first is its port). A
+    check without a port and no ports is a 422 when the change names the ports (``body_alone``), and a 409 when
+    they are the current release's."""
     if config["health_check"] is None:
         return
     try:
         check = HealthCheckRequest.model_validate(config["health_check"])
         _normalise_health_check(check, [PortRequest.model_validate(port) for port in config["ports"]])
     except ValueError as exc:
+        if not body_alone:
+            raise Conflict(f"{exc} (the current release publishes none; send ports with the check)") from exc
         raise ValidationFailed(str(exc), details=[{"field": "health_check", "message": str(exc)}]) from exc
     config["health_check"] = HealthCheck.model_validate(check.model_dump()).model_dump()
 
@@ -286,6 +351,12 @@ async def rollback_service(services: ServiceStore, owner_id: str, name: str, bod
         image = await services.image(owner_id, str(target["image_id"]))
         if image is None or image["status"] != "ready":
             raise Conflict(f"The image of release {target['number']} is gone; it cannot run again.")
+        needed = sum(region["min"] for region in _regions_of(target["config"]))
+        if needed > int(change.service["replicas"]):
+            raise Conflict(
+                f"Release {target['number']}'s regions need at least {needed} replicas and {name} declares "
+                f"{change.service['replicas']}; scale up first."
+            )
         return_point = await _return_point(change, current)
         if current["status"] in ROLLING:
             await change.finish_release(current_number, "rolled_back", f"rolled back to release {target['number']}")
@@ -315,10 +386,11 @@ async def list_releases(
 async def delete_service(
     services: ServiceStore, queue: HostJobQueues, owner_id: str, name: str, body: DeleteService
 ) -> Service:
-    """Remove the service, its listeners and (draining first, as a stop does) every replica."""
-    if body.confirm != name:
-        raise BadRequest(f'To delete service {name}, send {{"confirm": "{name}"}}.')
+    """Remove the service, its listeners and (draining first, as a stop does) every replica. 409
+    confirmation_mismatch, deleting nothing, when ``confirm`` is not its name (as for an account)."""
     gone = _service(await _view(services, owner_id, name))
+    if body.confirm != name:
+        raise ConfirmationMismatch(f'To delete service {name}, send {{"confirm": "{name}"}}.')
     async with services.locked(owner_id, name) as change:
         if change is None:
             raise NotFound(f"No service {name}.")

@@ -23,13 +23,18 @@ _RELEASE = (
     "r.id, r.number, r.image_id, r.config, r.secret_env, r.secret_env_names, r.config_digest, r.status, r.reason, "
     "r.replaces, r.created_by, r.created_at, r.finished_at"
 )
-# A service with its current release's configuration and status, and its replicas counted by release.
+# A service with its current release's configuration and status, and its replicas counted by release and by
+# the region of their host.
 _SERVICE_VIEW = (
     f"SELECT {_SERVICE}, r.image_id, r.config, r.secret_env_names, r.status AS release_status, "
     "coalesce((SELECT jsonb_agg(jsonb_build_object('release', c.release, 'running', c.running, 'total', c.total) "
     "ORDER BY c.release DESC) FROM (SELECT release_number AS release, count(*) FILTER (WHERE status = 'running') "
     "AS running, count(*) AS total FROM containers WHERE service_id = s.id AND desired_state <> 'deleted' "
-    "AND status <> 'deleted' GROUP BY release_number) c), '[]'::jsonb) AS by_release "
+    "AND status <> 'deleted' GROUP BY release_number) c), '[]'::jsonb) AS by_release, "
+    "coalesce((SELECT jsonb_agg(jsonb_build_object('region', g.region, 'running', g.running, 'total', g.total) "
+    "ORDER BY g.region NULLS LAST) FROM (SELECT h.region, count(*) FILTER (WHERE c.status = 'running') AS running, "
+    "count(*) AS total FROM containers c LEFT JOIN hosts h ON h.id = c.host_id WHERE c.service_id = s.id "
+    "AND c.desired_state <> 'deleted' AND c.status <> 'deleted' GROUP BY h.region) g), '[]'::jsonb) AS by_region "
     "FROM services s JOIN service_releases r ON r.service_id = s.id AND r.number = s.release_number"
 )
 
@@ -43,6 +48,11 @@ class ServiceStore:
         return await self._db.fetch_one(
             "SELECT id, name, tag, status FROM images WHERE id = %s AND owner_id = %s", (image_id, owner_id)
         )
+
+    async def known_regions(self) -> set[str]:
+        """The regions of every registered host (whatever its state)."""
+        rows = await self._db.fetch_all("SELECT DISTINCT region FROM hosts")
+        return {row["region"] for row in rows}
 
     async def create(
         self, owner_id: str, name: str, replicas: int, update_policy: dict[str, Any], release: dict[str, Any]

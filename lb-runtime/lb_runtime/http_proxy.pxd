@@ -6,6 +6,7 @@
 cimport cython
 
 from lb_runtime.backends cimport Backend
+from lb_runtime.stats cimport ListenerStats
 
 cdef class RequestCycle:
     cdef public bytes method
@@ -28,11 +29,14 @@ cdef class RequestCycle:
     cdef public list tried
     cdef public tuple refusal
     cdef public object region
+    cdef public list kept
+    cdef public bint replayed
 
 
 cdef class HttpClientConnection:
     cdef public object listener
     cdef public object front
+    cdef public ListenerStats stats
     cdef public bint routed
     cdef public bytes host
     cdef public bytes routed_host
@@ -62,6 +66,7 @@ cdef class HttpClientConnection:
 
     cpdef close(self)
     cpdef write(self, bytes data)
+    @cython.locals(out=list, data=bytes)
     cpdef flush(self)
     cpdef pause_reading(self, int reason)
     cpdef resume_reading(self, int reason)
@@ -83,7 +88,7 @@ cdef class HttpClientConnection:
     cpdef on_headers_complete(self)
     @cython.locals(cycle=RequestCycle, upstream=UpstreamConnection)
     cpdef on_body(self, bytes body)
-    @cython.locals(cycle=RequestCycle)
+    @cython.locals(cycle=RequestCycle, upstream=UpstreamConnection)
     cpdef on_message_complete(self)
 
 
@@ -105,6 +110,7 @@ cdef class UpstreamConnection:
     cdef public int framing
     cdef public bint interim
     cdef public bint read_paused
+    cdef public bytes replay
     cdef object __weakref__
 
     cpdef pause_reading(self)
@@ -112,7 +118,12 @@ cdef class UpstreamConnection:
     cpdef release(self)
     cpdef close(self)
     cpdef _reset_response(self)
+    @cython.locals(request=bytes, head=bytes)
     cpdef attach(self, HttpClientConnection client, RequestCycle cycle, bint reused)
+    # The transport's callback: cpdef so that the client it answers is typed (the byte count is a C add).
+    @cython.locals(client=HttpClientConnection, current=HttpClientConnection, cycle=RequestCycle, out=list,
+                   answer=bytes)
+    cpdef data_received(self, data)
     @cython.locals(lower=bytes)
     cpdef on_header(self, bytes name, bytes value)
     @cython.locals(client=HttpClientConnection, cycle=RequestCycle, head=list, status=int, framing=int)

@@ -4,6 +4,14 @@ Everything on the hot path is a callback of a low-level asyncio Protocol (no tas
 per-request logging): a request whose instance has an idle pooled connection is forwarded synchronously
 from the parser's callbacks. Only a new upstream connection needs a task (the connect is awaited).
 
+An instance may answer ``Berth-Replay: region=<r>`` (listeners with a region policy): its answer is dropped
+and the request is sent again to an instance of region r, carrying ``Berth-Replayed-From: <its region>``.
+Only once per request (a second ``Berth-Replay`` goes to the client as it is), only for GET, HEAD, OPTIONS,
+PUT and DELETE whose body is at most ``MAX_REPLAY_BODY`` (a copy is kept while the request is in flight; the
+request must have been received whole), and only when region r has an instance taking traffic; in every
+other case the instance's answer, ``Berth-Replay`` header included, goes to the client unchanged. Answers
+without the header pay one bytes comparison per header line.
+
 This module is also compiled with Cython (``http_proxy.pxd`` declares its classes as extension types; see
 ``hot_path.py``): an attribute added to a class here must be declared there too.
 """
@@ -43,6 +51,9 @@ IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"
 _REQUEST_ID_PREFIX = os.urandom(10).hex().encode()
 _request_counter = 0
 MAX_BUFFERED_BODY = 256 * 1024
+# Berth-Replay (see the module docstring): the methods replayed, and the most body kept to send again.
+REPLAYABLE = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"})
+MAX_REPLAY_BODY = 64 * 1024
 # Status lines with the standard reason phrases (the upstream's own phrase is not kept: one callback less).
 STATUS_LINES = {status.value: b"HTTP/1.1 %d %s\r\n" % (status.value, status.phrase.encode()) for status in HTTPStatus}
 _PAUSE_PIPELINE = 1
@@ -68,6 +79,15 @@ def next_request_id() -> bytes:
     global _request_counter
     _request_counter += 1
     return _REQUEST_ID_PREFIX + b"%012x" % (_request_counter & 0xFFFFFFFFFFFF)
+
+
+def replay_region(value: bytes) -> str:
+    """The region a ``Berth-Replay`` header names (``region=<r>``, other parameters after ``;`` ignored)."""
+    for part in value.split(b";"):
+        key, _, name = part.partition(b"=")
+        if key.strip().lower() == b"region":
+            return name.strip().decode("ascii", "replace").lower()
+    return ""
 
 
 def error_response(status: int, code: str, message: str, request_id: bytes, *, close: bool) -> bytes:
@@ -103,9 +123,11 @@ class RequestCycle:
         "head",
         "http10",
         "keep_alive",
+        "kept",
         "method",
         "refusal",
         "region",
+        "replayed",
         "request_complete",
         "request_id",
         "response_mode",
@@ -140,6 +162,10 @@ class RequestCycle:
         self.refusal: tuple[int, str, str] | None = None
         # The region this request prefers (listeners with a region policy, lb_runtime.regions); None: default.
         self.region: str | None = None
+        # Berth-Replay: the body sent so far (replayable methods, up to MAX_REPLAY_BODY), and whether the
+        # request was replayed already (once only).
+        self.kept: list[bytes] | None = None
+        self.replayed = False
 
 
 class HttpClientConnection:
@@ -151,6 +177,8 @@ class HttpClientConnection:
     def __init__(self, listener: ListenerState) -> None:
         self.listener = listener  # on a shared port: the route of the connection's host, once known
         self.front = listener  # the listener whose port the client connected to
+        # ``listener.stats``, kept here typed: the byte counts are a C add per read and per write when compiled.
+        self.stats = listener.stats
         # Shared port or redirect: each request is looked at (by _route) before it is forwarded.
         self.routed = listener.routes is not None or listener.redirect_port is not None
         self.host = b""
@@ -189,7 +217,9 @@ class HttpClientConnection:
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0].encode() if peer else b""
         if len(listener.connections) > self.settings.max_connections or listener.closing:
-            transport.write(error_response(503, "overloaded", "too many connections", next_request_id(), close=True))
+            answer = error_response(503, "overloaded", "too many connections", next_request_id(), close=True)
+            self.stats.bytes_out += len(answer)
+            transport.write(answer)
             self.close()
             return
         self.deadline = self.loop.time() + self.settings.client_idle_timeout_seconds
@@ -223,8 +253,9 @@ class HttpClientConnection:
 
     def write(self, data: bytes) -> None:
         if self.buffering:
-            self.out.append(data)
+            self.out.append(data)  # counted when the buffer is written
         else:
+            self.stats.bytes_out += len(data)
             self.transport.write(data)
 
     def flush(self) -> None:
@@ -233,7 +264,9 @@ class HttpClientConnection:
         if out:
             self.out = []
             if not self.closed:
-                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+                data = out[0] if len(out) == 1 else b"".join(out)
+                self.stats.bytes_out += len(data)
+                self.transport.write(data)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -272,6 +305,8 @@ class HttpClientConnection:
                 self._reject(431, "headers_too_large", "request line and headers are too large")
             else:
                 self._reject(400, "bad_request", "malformed HTTP request")
+        # Counted after parsing: on a shared port the first request has bound the connection to its route.
+        self.stats.bytes_in += len(data)
 
     def _reject(self, status: int, code: str, message: str) -> None:
         if self.queue and self.queue[0].response_started:
@@ -281,7 +316,9 @@ class HttpClientConnection:
             self._abandon(cycle)
         self.queue.clear()
         if not self.closed:
-            self.transport.write(error_response(status, code, message, next_request_id(), close=True))
+            answer = error_response(status, code, message, next_request_id(), close=True)
+            self.stats.bytes_out += len(answer)
+            self.transport.write(answer)
         self.close()
 
     def drain(self) -> None:
@@ -412,6 +449,7 @@ class HttpClientConnection:
         front.connections.discard(self)
         route.connections.add(self)
         self.listener = route
+        self.stats = route.stats
         if route.redirect_port is not None:
             self._redirect(cycle, host, route.redirect_port)
 
@@ -432,14 +470,20 @@ class HttpClientConnection:
         assert cycle is not None
         if cycle.chunked:
             body = b"%x\r\n%s\r\n" % (len(body), body)
+        cycle.body_size += len(body)
+        if cycle.body_size <= MAX_REPLAY_BODY and cycle.method in REPLAYABLE:
+            if cycle.kept is None:
+                cycle.kept = [body]
+            else:
+                cycle.kept.append(body)
         upstream = cycle.upstream
         if upstream is not None:
+            upstream.backend.bytes_in += len(body)
             upstream.transport.write(body)
             upstream.deadline = self.loop.time() + upstream.read_timeout  # an upload is not a silent upstream
             cycle.body_sent = True
         else:
             cycle.body.append(body)
-            cycle.body_size += len(body)
             if cycle.body_size > MAX_BUFFERED_BODY:
                 self.pause_reading(_PAUSE_CONNECTING)
 
@@ -451,8 +495,10 @@ class HttpClientConnection:
         cycle.keep_alive = cycle.keep_alive and self.parser.should_keep_alive()
         cycle.request_complete = True
         if cycle.chunked:
-            if cycle.upstream is not None:
-                cycle.upstream.transport.write(b"0\r\n\r\n")
+            upstream = cycle.upstream
+            if upstream is not None:
+                upstream.backend.bytes_in += 5
+                upstream.transport.write(b"0\r\n\r\n")
             else:
                 cycle.body.append(b"0\r\n\r\n")
 
@@ -548,6 +594,54 @@ class HttpClientConnection:
         self.pause_reading(_PAUSE_CONNECTING)
         keep_task(self.loop.create_task(self._connect(cycle, backend)))
 
+    def replay(self, cycle: RequestCycle, upstream: UpstreamConnection, status: int) -> bool:
+        """The instance answered ``Berth-Replay`` (its value in ``upstream.replay``): send the request to its
+        region instead and drop the answer (True), or leave the answer to go out (False); see the module doc."""
+        regional = self.listener.regional
+        if (
+            regional is None
+            or cycle.replayed
+            or not cycle.request_complete
+            or cycle.method not in REPLAYABLE
+            or cycle.body_size > MAX_REPLAY_BODY
+        ):
+            return False
+        region = replay_region(upstream.replay)
+        backend = regional.pick_in(region) if region else None
+        if backend is None:
+            return False
+        # The first answer is dropped with its connection (what is left of it is never read).
+        upstream.client = None
+        upstream.cycle = None
+        upstream.close()
+        cycle.upstream = None
+        first = cycle.backend
+        source = regional.region_of(first) or "unknown"
+        if first is not None:
+            first.active -= 1
+            now = perf_counter()
+            first.record(status, now - cycle.started, now)
+        cycle.replayed = True
+        cycle.region = region
+        cycle.tried = []
+        head = cycle.head  # ends with the blank line; no negative index (compiled without wraparound)
+        cycle.head = head[: len(head) - 2] + b"Berth-Replayed-From: %s\r\n\r\n" % source.encode()
+        cycle.body = list(cycle.kept or ())
+        if cycle.chunked:
+            cycle.body.append(b"0\r\n\r\n")
+        cycle.body_sent = False
+        cycle.backend = backend
+        backend.active += 1
+        idle = backend.idle
+        while idle:
+            pooled = idle.pop()
+            if not pooled.closed:
+                pooled.attach(self, cycle, True)
+                return True
+        self.pause_reading(_PAUSE_CONNECTING)
+        keep_task(self.loop.create_task(self._connect(cycle, backend)))
+        return True
+
     # --- answers --------------------------------------------------------------------------------------
 
     def begin_response(self, cycle: RequestCycle, status: int, head_lines: list[bytes], framing: int) -> None:
@@ -573,6 +667,7 @@ class HttpClientConnection:
             if self.buffering:
                 self.out.append(b"0\r\n\r\n")
             else:
+                self.stats.bytes_out += 5
                 self.transport.write(b"0\r\n\r\n")
         backend = cycle.backend
         assert backend is not None
@@ -684,6 +779,7 @@ class UpstreamConnection:
         self.framing = 2
         self.interim = False
         self.read_paused = False
+        self.replay = b""  # the answer's Berth-Replay header (see HttpClientConnection.replay)
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -707,12 +803,16 @@ class UpstreamConnection:
         self._reset_response()
         self.deadline = self.loop.time() + self.read_timeout
         if cycle.body:
-            self.transport.write(b"".join((cycle.head, *cycle.body)))
+            request = b"".join((cycle.head, *cycle.body))
+            self.backend.bytes_in += len(request)
+            self.transport.write(request)
             cycle.body = []
             cycle.body_sent = True
             client.resume_reading(_PAUSE_CONNECTING)
         else:
-            self.transport.write(cycle.head)
+            head = cycle.head
+            self.backend.bytes_in += len(head)
+            self.transport.write(head)
         if client.write_paused:
             self.pause_reading()
 
@@ -761,6 +861,7 @@ class UpstreamConnection:
             self.client.resume_reading(_PAUSE_UPSTREAM)
 
     def data_received(self, data: bytes) -> None:
+        self.backend.bytes_out += len(data)
         client = self.client
         if client is None:
             self.close()  # bytes nobody asked for: this connection cannot be trusted any more
@@ -782,7 +883,9 @@ class UpstreamConnection:
             if out:
                 client.out = []
                 if not client.closed:
-                    client.transport.write(out[0] if len(out) == 1 else b"".join(out))
+                    answer = out[0] if len(out) == 1 else b"".join(out)
+                    client.stats.bytes_out += len(answer)
+                    client.transport.write(answer)
 
     # --- response parsing (httptools callbacks) ------------------------------------------------------------
 
@@ -791,6 +894,7 @@ class UpstreamConnection:
         self.headers = [b""]  # the status line goes first
         self.framing = 2
         self.interim = False
+        self.replay = b""
 
     def on_header(self, name: bytes, value: bytes) -> None:
         lower = name.lower()
@@ -800,6 +904,8 @@ class UpstreamConnection:
             return
         if lower == b"content-length":
             self.framing = 0
+        elif lower == b"berth-replay":
+            self.replay = value
         self.headers += (name, b": ", value, b"\r\n")
 
     def on_headers_complete(self) -> None:
@@ -814,6 +920,8 @@ class UpstreamConnection:
             self.interim = True
             head.append(b"\r\n")
             client.out.append(b"".join(head))
+            return
+        if self.replay and client.replay(cycle, self, status):
             return
         framing = self.framing
         if status in (204, 304) or cycle.method == b"HEAD":

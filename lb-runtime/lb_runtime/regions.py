@@ -15,6 +15,9 @@ The contract it keeps:
 - The client's address is the direct peer's, or, only when the peer is a trusted proxy
   (``BERTH_LB_TRUSTED_PROXIES``), the right-most address of ``X-Forwarded-For`` that is not a trusted proxy.
   An untrusted peer's ``X-Forwarded-For`` is ignored for location (it is still passed on, as always).
+- An instance may answer ``Berth-Replay: region=<r>`` to have the request served in region r instead
+  (``http_proxy.HttpClientConnection.replay``): once per request, GET, HEAD, OPTIONS, PUT and DELETE with at
+  most 64 KiB of body, and only to a region with an instance taking traffic; otherwise its answer goes out.
 
 Balancing within a region, health, ejection and draining are the plain balancers' (this module only chooses
 among them), so TCP listeners (which have no headers) get the same preference for this lb-runtime's region.
@@ -229,6 +232,18 @@ class RegionalBalancer:
                 continue
             return group.balancer.pick(exclude)
         return None if fallback is None else fallback.balancer.pick(exclude)
+
+    def pick_in(self, region: str) -> Backend | None:
+        """A backend of ``region`` and no other (a ``Berth-Replay``); None when it has none taking traffic."""
+        group = self.regions.get(region) if region != NO_REGION else None
+        return None if group is None else group.balancer.pick(())
+
+    def region_of(self, backend: Backend | None) -> str:
+        """The region of one of this listener's backends ("" when it has none known)."""
+        for name, group in self.regions.items():
+            if backend in group.backends:
+                return name
+        return NO_REGION
 
     def _slow(self, group: _Region) -> bool:
         now = time.monotonic()

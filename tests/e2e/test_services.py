@@ -320,7 +320,10 @@ def test_bad_input_gets_clear_errors(client: httpx.Client, web: Web) -> None:
     assert client.get("/api/services/web", headers=other.auth_headers).status_code == 404
     assert client.post("/api/services/web/deploy", json={}, headers=other.auth_headers).status_code == 404
     unconfirmed = client.request("DELETE", "/api/services/web", json={"confirm": "nope"}, headers=user.auth_headers)
-    assert unconfirmed.status_code == 400 and "confirm" in unconfirmed.json()["error"]["message"]
+    # a wrong confirmation deletes nothing: 409 confirmation_mismatch, as for an account
+    assert unconfirmed.status_code == 409 and unconfirmed.json()["error"]["code"] == "confirmation_mismatch"
+    assert "confirm" in unconfirmed.json()["error"]["message"]
+    assert client.get("/api/services/web", headers=user.auth_headers).status_code == 200
 
 
 def test_deleting_the_service_removes_its_replicas_and_listeners(

@@ -1,7 +1,8 @@
 """Region-aware routing through running proxies: two "regions" on this machine, each with its own lb-runtime
 (BERTH_LB_REGION) and its own instances, one listener policy. Covers the home region, client-region routing by
 GeoIP behind a trusted proxy (and an untrusted peer's X-Forwarded-For ignored), Berth-Prefer-Region, fail-over
-with zero failed requests and fail-back, and overflow to the next region under load (in flight and p95)."""
+with zero failed requests and fail-back, overflow to the next region under load (in flight and p95), and an
+instance's Berth-Replay answer replaying the request in another region."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from lb_runtime.http_proxy import MAX_REPLAY_BODY, replay_region
 from lb_runtime.regions import ClientLocator, window_p95
 from lb_runtime.route_table import RouteTableError, build_route_table
 from lb_runtime.settings import LbSettings
@@ -46,6 +48,29 @@ class KillableBackend(HttpBackend):
 
     async def restart(self) -> None:
         await self.start()  # same port: self.port was fixed by the first start
+
+
+@dataclass
+class ReplayingBackend(HttpBackend):
+    """Answers /replay with 409 and ``Berth-Replay: region=<replay_to>`` while ``replay_to`` is set; keeps what
+    reached it (method, headers, body)."""
+
+    replay_to: str | None = None
+    received: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
+
+    async def _answer(
+        self, writer: asyncio.StreamWriter, method: str, path: str, query: str, headers: dict[str, str], body: bytes
+    ) -> bool:
+        self.received.append((method, headers, body))
+        if path == "/replay" and self.replay_to is not None:
+            text = b"served elsewhere"
+            writer.write(
+                b"HTTP/1.1 409 Conflict\r\nX-Backend: %s\r\nBerth-Replay: region=%s\r\nContent-Length: %d\r\n\r\n%s"
+                % (self.name.encode(), self.replay_to.encode(), len(text), b"" if method == "HEAD" else text)
+            )
+            await writer.drain()
+            return True
+        return await super()._answer(writer, method, path, query, headers, body)
 
 
 async def _started(*names: str) -> list[KillableBackend]:
@@ -313,3 +338,104 @@ def test_window_p95() -> None:
     assert window_p95([0] * 15) == 0.0
     assert window_p95([0, 100] + [0] * 13) == 0.001
     assert window_p95([0, 90, 0, 0, 0, 0, 0, 0, 0, 10] + [0] * 5) == 0.5
+
+
+# --- Berth-Replay -----------------------------------------------------------------------------------------
+
+
+async def test_berth_replay_serves_the_request_in_the_named_region_once() -> None:
+    # GIVEN eu's lb-runtime, eu's instance answering /replay with "Berth-Replay: region=us", and us's instance
+    eu, us = await ReplayingBackend("eu-1", replay_to="us").start(), await ReplayingBackend("us-1").start()
+    plain = await ReplayingBackend("plain-1", replay_to="us").start()
+    snapshot = _regional({"eu": [eu], "us": [us]})  # type: ignore[list-item]
+    snapshot["listeners"].append(listener("plain", [plain.instance | {"region": "eu"}]))  # no region policy
+    try:
+        async with running_lb(snapshot, region="eu") as (lb, _):
+            url = f"http://127.0.0.1:{lb.listener_port('web')}"
+            async with httpx.AsyncClient(base_url=url) as client:  # one keep-alive connection throughout
+                # WHEN a GET, HEAD, DELETE, a PUT with a body and a chunked PUT are answered Berth-Replay by eu
+                # THEN us serves each, and the client never sees the header
+                small, chunked = b"s" * 10_000, b"c" * 30_000
+
+                async def pieces() -> Any:
+                    for start in range(0, len(chunked), 7000):
+                        yield chunked[start : start + 7000]
+
+                answers = [
+                    await client.get("/replay"),
+                    await client.head("/replay"),
+                    await client.delete("/replay"),
+                    await client.put("/replay", content=small),
+                    await client.put("/replay", content=pieces()),
+                ]
+                for answer in answers:
+                    assert (answer.status_code, answer.headers["x-backend"]) == (200, "us-1"), answer.text
+                    assert "berth-replay" not in answer.headers
+                # AND us got each request whole, marked as a replay from eu
+                assert [method for method, _, _ in us.received] == ["GET", "HEAD", "DELETE", "PUT", "PUT"]
+                assert all(headers["berth-replayed-from"] == "eu" for _, headers, _ in us.received)
+                assert [body for _, _, body in us.received][3:] == [small, chunked]
+                assert len(eu.received) == 5
+
+                # WHEN the request may not be replayed: a POST, or a PUT with more body than is kept
+                # THEN eu's answer goes to the client as it is, header included
+                for answer in (
+                    await client.post("/replay", content=b"x"),
+                    await client.put("/replay", content=b"b" * (MAX_REPLAY_BODY + 1)),
+                ):
+                    assert (answer.status_code, answer.headers["x-backend"]) == (409, "eu-1")
+                    assert answer.headers["berth-replay"] == "region=us" and answer.text == "served elsewhere"
+                # WHEN it names a region with no instance THEN the same
+                eu.replay_to = "mars"
+                assert (await client.get("/replay")).headers["x-backend"] == "eu-1"
+
+                # WHEN us answers Berth-Replay too (back to eu) THEN there is no second replay: us's answer goes out
+                eu.replay_to, us.replay_to = "us", "eu"
+                before = len(eu.received)
+                looped = await client.get("/replay")
+                assert (looped.status_code, looped.headers["x-backend"]) == (409, "us-1")
+                assert looped.headers["berth-replay"] == "region=eu"
+                assert len(eu.received) == before + 1
+                # AND the connection goes on serving ordinary requests
+                assert (await client.get("/")).headers["x-backend"] == "eu-1"
+
+            # WHEN the listener has no region policy THEN Berth-Replay is passed through
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{lb.listener_port('plain')}") as client:
+                answer = await client.get("/replay")
+                assert (answer.status_code, answer.headers["berth-replay"]) == (409, "region=us")
+    finally:
+        for backend in (eu, us, plain):
+            await backend.stop()
+
+
+async def test_berth_replay_to_a_region_without_a_healthy_instance_answers_the_original() -> None:
+    # GIVEN eu's instance asking for us, and us's instance failing its health check
+    eu, us = await ReplayingBackend("eu-1", replay_to="us").start(), await ReplayingBackend("us-1").start()
+    us.health_status = 500
+    check = {"interval_seconds": 0.05, "timeout_seconds": 1, "healthy_threshold": 1, "unhealthy_threshold": 1}
+    instances = [eu.instance | {"region": "eu"}, us.instance | {"region": "us"}]
+    snapshot = {"listeners": [listener("web", instances, health_check=check, regions={"order": ["eu", "us"]})]}
+    try:
+        async with running_lb(snapshot, region="eu") as (lb, _):
+            await wait_until_async(
+                lambda: (lb.stats("web") or {}).get("regions", {}).get("us", {}).get("healthy") == 0,
+                timeout=5,
+                message="us still healthy",
+            )
+            # WHEN eu answers Berth-Replay: region=us THEN its own answer goes out, and us gets nothing
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{lb.listener_port('web')}") as client:
+                answer = await client.get("/replay")
+            assert (answer.status_code, answer.headers["x-backend"]) == (409, "eu-1")
+            assert answer.headers["berth-replay"] == "region=us"
+            assert us.received == []
+    finally:
+        for backend in (eu, us):
+            await backend.stop()
+
+
+@pytest.mark.parametrize(
+    ("value", "region"),
+    [(b"region=us", "us"), (b" Region = EU-West ; state=abc", "eu-west"), (b"state=1", ""), (b"", "")],
+)
+def test_replay_region_reads_the_header(value: bytes, region: str) -> None:
+    assert replay_region(value) == region

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from worker.rollouts import Policy, Replica, Step, plan_step
+from worker.rollouts import Policy, Replica, Step, placements, plan_step
 
 POLICY = Policy(max_surge=1, max_unavailable=0, min_healthy_seconds=2, healthy_deadline_seconds=60)
 
@@ -96,3 +96,30 @@ def test_max_unavailable_without_surge_stops_an_old_replica_first() -> None:
 def test_a_replica_lost_or_stopped_by_hand_is_replaced_to_keep_the_count() -> None:
     replicas = [replica("a", 1), replica("b", 1, desired_state="stopped", status="stopped")]
     assert plan_step(1, "healthy", None, 2, POLICY, replicas).create == 1
+
+
+def test_new_replicas_fill_each_regions_minimum_first_then_go_anywhere() -> None:
+    regions = {"eu": 2, "us": 1}
+    # GIVEN nothing yet: the minimums in their order, then any region
+    assert placements(1, regions, [], 4) == ["eu", "eu", "us", None]
+    assert placements(1, regions, [], 2) == ["eu", "eu"]  # a surge-bounded step fills what it can
+    # GIVEN one eu replica of the release (and pinned ones of an old release, or leaving, which do not count)
+    replicas = [
+        replica("a", 2, region="eu"),
+        replica("b", 1, region="us"),
+        replica("c", 2, region="us", desired_state="deleted"),
+    ]
+    assert placements(2, regions, replicas, 3) == ["eu", "us", None]
+    assert placements(2, {}, replicas, 2) == [None, None]
+
+
+def test_scaling_down_removes_unpinned_replicas_before_those_a_minimum_needs() -> None:
+    # GIVEN 3 ready replicas: the newest two pinned for eu's and us's minimums, the oldest unpinned
+    replicas = [
+        replica("free", 1, age=30.0),
+        replica("eu", 1, age=20.0, region="eu"),
+        replica("us", 1, age=10.0, region="us"),
+    ]
+    # WHEN scaled to 2 THEN the unpinned one goes, although the newest would go without regions
+    assert plan_step(1, "healthy", None, 2, POLICY, replicas, {"eu": 1, "us": 1}).remove == ("free",)
+    assert plan_step(1, "healthy", None, 2, POLICY, replicas).remove == ("us",)
