@@ -34,8 +34,9 @@ from shared.jobs import (
     get_job_queue,
     open_host_job_queue,
 )
-from shared.observability import get_logger, log_event, request_id_var
+from shared.observability import get_logger, log_event
 from shared.registry import RegistrySettings, get_registry
+from shared.request_trail import RequestTrailStore, job_trail
 from shared.storage import get_object_store
 from worker.admin import WorkerMetrics
 from worker.alert_store import AlertStore
@@ -62,6 +63,7 @@ from worker.periodic import PeriodicTask, run_periodic
 from worker.private_networking import PrivateNetworking
 from worker.reconciler import reconciler_task
 from worker.registration import RegistrationStore, RegistrySync, registry_sync_task
+from worker.request_trails import request_trail_retention_task
 from worker.rescheduling import reschedule_containers_of_down_hosts
 from worker.rollout_store import RolloutStore
 from worker.rollouts import RolloutDriver, rollout_task
@@ -120,6 +122,8 @@ class Worker:
         # Alert evaluation and delivery (worker.alerts), listener traffic history (worker.traffic_recorder).
         self.alerts: AlertStore | None = None
         self.traffic: TrafficStore | None = None
+        # Where jobs' log lines go as their callers' request trails, and their retention; None in some tests.
+        self.trails: RequestTrailStore | None = None
 
     @property
     def stopping(self) -> asyncio.Event:
@@ -238,6 +242,8 @@ class Worker:
             tasks.extend(alert_tasks(self.alerts, self.settings))
         if self.traffic is not None and self.settings.worker_traffic_recording:
             tasks.append(traffic_recorder_task(self.traffic, self.settings))
+        if self.trails is not None:
+            tasks.append(request_trail_retention_task(self.trails, self.settings))
         return tasks
 
     def host_heartbeat_task(self) -> PeriodicTask:
@@ -334,12 +340,10 @@ class Worker:
             return "retry"
         handler, on_failure = HANDLERS[job.kind]
         started = time.monotonic()
-        # The request that caused the job (shared.jobs carries its id): on every log line the job writes.
-        request_token = request_id_var.set(job.request_id or f"job-{job.id}")
-        try:
+        # The request that caused the job and its caller (shared.jobs carries them): on every log line the job
+        # writes, and those lines kept in the caller's request trail (shared.request_trail).
+        async with job_trail(self.trails, job.request_id, job.owner_id, f"job-{job.id}"):
             return await self._execute_job(job, handler, on_failure, received, started)
-        finally:
-            request_id_var.reset(request_token)
 
     async def _execute_job(
         self, job: Job, handler: Handler, on_failure: FailureHandler | None, received: ReceivedJob, started: float
@@ -396,6 +400,7 @@ def build_worker(settings: WorkerSettings) -> Worker:
     worker.billing_database = database
     worker.alerts = AlertStore(database)
     worker.traffic = TrafficStore(database)
+    worker.trails = RequestTrailStore(database)
     return worker
 
 

@@ -39,6 +39,8 @@ class WorkerSettings(FunctionSettings):
     # How often the worker ships its containers' new log lines to PostgreSQL, and how long they are kept.
     worker_log_ship_interval_seconds: float = Field(default=1.0, gt=0)
     log_retention_hours: float = Field(default=72.0, gt=0)
+    # How long the lines of request trails (shared.request_trail) are kept.
+    request_trail_retention_hours: float = Field(default=72.0, gt=0)
     # How often the worker writes its containers' instances and health to the service registry, and how long
     # an instance whose worker stopped reporting stays (critical) before it is removed.
     worker_registry_interval_seconds: float = Field(default=0.5, gt=0)

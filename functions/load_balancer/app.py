@@ -95,7 +95,7 @@ async def listener_stats(
     history: TrafficHistory,
     start: Annotated[str | None, Query(alias="from", max_length=40)] = None,
     end: Annotated[str | None, Query(alias="to", max_length=40)] = None,
-    step: Annotated[int | None, Query(ge=10, le=86400)] = None,
+    step: Annotated[int | None, Query(ge=10, le=86400, multiple_of=10)] = None,
 ) -> ListenerStats | ListenerSeries:
     """lb-runtime's figures now; with from, to or step, the recorded history as a series instead."""
     if start is None and end is None and step is None:

@@ -256,6 +256,8 @@ class InstanceStats(BaseModel):
     errors: int
     active_connections: int
     region: str | None = None
+    bytes_in: int = 0  # sent to the instance since lb-runtime started
+    bytes_out: int = 0  # received from the instance since lb-runtime started
 
 
 class RegionStats(BaseModel):
@@ -276,6 +278,8 @@ class ListenerStats(BaseModel):
     active_connections: int
     instances: list[InstanceStats]
     regions: dict[str, RegionStats] = {}
+    bytes_in: int = 0  # received from clients since lb-runtime started
+    bytes_out: int = 0  # sent to clients since lb-runtime started
 
 
 class TrafficErrors(BaseModel):
@@ -296,6 +300,9 @@ class TrafficPoint(BaseModel):
     error_rate: float | None
     latency_ms: LatencyMs
     open_connections: int
+    # In the step: a listener's from and to its clients, an instance's to and from that instance.
+    bytes_in: int
+    bytes_out: int
 
 
 class InstanceSeries(BaseModel):

@@ -3,7 +3,6 @@ lb-runtime. No HTTP framework here."""
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -29,6 +28,7 @@ from functions.load_balancer.store import ListenerStore, PortTaken, TrafficHisto
 from shared.capacity import check_listener_capacity, quota_lock
 from shared.config import FunctionSettings
 from shared.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
+from shared.instants import EARLIEST, parse_date_time
 from shared.pagination import decode_cursor, page_of, parse_id
 from shared.traffic_history import BUCKET_COUNT, LISTENER_TOTAL, RESOLUTIONS, add_buckets, quantile_ms
 
@@ -204,7 +204,9 @@ async def update_listener(
     if "protocol" in given or "certificate_ids" in given:
         protocol = body.protocol if "protocol" in given and body.protocol is not None else row["protocol"]
         wanted = body.certificate_ids if "certificate_ids" in given else (current if protocol == "https" else [])
-        presented = await checked_listener_certificates(certificates, owner_id, protocol, wanted)
+        presented = await checked_listener_certificates(
+            certificates, owner_id, protocol, wanted, body_alone="protocol" in given and "certificate_ids" in given
+        )
     changes: dict[str, Any] = {}
     if "port" in given:
         if body.port is None:
@@ -267,6 +269,8 @@ async def listener_stats(
         active_connections=int(figures.get("active_connections", 0)),
         instances=[_instance_stats(instance) for instance in figures.get("instances", [])],
         regions={name: RegionStats(**split) for name, split in (figures.get("regions") or {}).items()},
+        bytes_in=int(figures.get("bytes_in", 0)),
+        bytes_out=int(figures.get("bytes_out", 0)),
     )
 
 
@@ -286,27 +290,29 @@ def _instance_stats(instance: dict[str, Any]) -> InstanceStats:
         errors=int(instance.get("failures", 0)),
         active_connections=int(instance.get("in_flight", 0)),
         region=instance.get("region"),
+        bytes_in=int(instance.get("bytes_in", 0)),
+        bytes_out=int(instance.get("bytes_out", 0)),
     )
 
 
 # ------------------------------------------------------------------------------------------ traffic history
 
 HISTORY_MAX_POINTS = 1000
+_HOUR = timedelta(hours=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DAY = 24 * 3600
 
 
 def _instant(value: str, name: str) -> datetime:
-    """An RFC 3339 time or Unix seconds, as an aware datetime; 422 otherwise."""
-    text = value.strip()
-    try:
-        if re.fullmatch(r"[0-9]{1,12}(\.[0-9]+)?", text):
-            return datetime.fromtimestamp(float(text), UTC)
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except (ValueError, OverflowError) as exc:
-        raise ValidationFailed(f"{name} must be an RFC 3339 time or Unix seconds.") from exc
-    if moment.tzinfo is None:
-        raise ValidationFailed(f"{name} needs a time zone (say Z for UTC).")
-    return moment.astimezone(UTC)
+    """An RFC 3339 date-time (the document's `format: date-time`, exactly as shared.instants reads it), in UTC;
+    422 otherwise (a time without its offset too: say Z for UTC)."""
+    moment = parse_date_time(value)
+    if moment is None:
+        raise ValidationFailed(
+            f"{name} must be an RFC 3339 date-time with its offset, such as 2026-05-01T12:00:00Z.",
+            details=[{"field": name, "message": "an RFC 3339 date-time"}],
+        )
+    return moment
 
 
 def history_window(
@@ -315,7 +321,8 @@ def history_window(
     """(from aligned down to the step, to, step, resolution read) for a history request; 422 when unusable.
     Defaults: to now, from an hour before to, a step of 10 s up to an hour's range and 60 s beyond."""
     until = _instant(end, "to") if end is not None else now
-    since = _instant(start, "from") if start is not None else until - timedelta(hours=1)
+    # An hour before to, or the earliest instant there is (a date-time may name year 0001, even 0000).
+    since = _instant(start, "from") if start is not None else max(until, EARLIEST + _HOUR) - _HOUR
     if since >= until:
         raise ValidationFailed("from must be before to.")
     span = (until - since).total_seconds()
@@ -328,7 +335,10 @@ def history_window(
     resolution = 60 if step % 60 == 0 else 10
     if resolution == 10 and (now - since).total_seconds() > RESOLUTIONS[10]:
         raise ValidationFailed("10 s history reaches back one day; ask for a step that is a multiple of 60.")
-    aligned = datetime.fromtimestamp(since.timestamp() // step * step, UTC)
+    try:
+        aligned = since - (since - _EPOCH) % timedelta(seconds=step)
+    except OverflowError:  # the step holding year 0001's first instant starts before it: the series starts there
+        aligned = EARLIEST
     if (until - aligned).total_seconds() / step > HISTORY_MAX_POINTS:
         raise ValidationFailed(f"The range holds more than {HISTORY_MAX_POINTS} steps; ask for a larger step.")
     return aligned, until, step, resolution
@@ -336,13 +346,15 @@ def history_window(
 
 def _point(ts: datetime, step: int, rows: list[dict[str, Any]]) -> TrafficPoint:
     buckets = [0] * BUCKET_COUNT
-    requests = connect = status_4xx = status_5xx = connections = 0
+    requests = connect = status_4xx = status_5xx = connections = bytes_in = bytes_out = 0
     for row in rows:
         requests += row["requests"]
         connect += row["errors_connect"]
         status_4xx += row["responses_4xx"]
         status_5xx += row["responses_5xx"]
         connections = max(connections, row["open_connections"])
+        bytes_in += row["bytes_in"]
+        bytes_out += row["bytes_out"]
         buckets = add_buckets(buckets, list(row["latency_buckets"]))
     return TrafficPoint(
         ts=ts,
@@ -354,6 +366,8 @@ def _point(ts: datetime, step: int, rows: list[dict[str, Any]]) -> TrafficPoint:
             p50=quantile_ms(buckets, 0.50), p95=quantile_ms(buckets, 0.95), p99=quantile_ms(buckets, 0.99)
         ),
         open_connections=connections,
+        bytes_in=bytes_in,
+        bytes_out=bytes_out,
     )
 
 

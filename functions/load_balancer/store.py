@@ -119,7 +119,7 @@ class TrafficHistoryStore:
         """Samples of the listener and its instances at ``resolution`` with start <= ts < end, oldest first."""
         return await self._db.fetch_all(
             "SELECT instance, ts, requests, errors_connect, responses_4xx, responses_5xx, latency_buckets, "
-            "open_connections FROM traffic_samples WHERE listener_id = %s AND resolution = %s "
+            "open_connections, bytes_in, bytes_out FROM traffic_samples WHERE listener_id = %s AND resolution = %s "
             "AND ts >= %s AND ts < %s ORDER BY ts",
             (listener_id, resolution, start, end),
         )

@@ -78,6 +78,7 @@ class BrowserSession:
     in_flight: int = 0  # requests sent and not yet finished or failed
     dialogs: list[str] = field(default_factory=list)
     console_errors: list[str] = field(default_factory=list)
+    failed_responses: list[str] = field(default_factory=list)
 
     def open(self, route: str = "") -> None:
         """Open the dashboard at ``route`` (a hash route such as "/containers")."""
@@ -139,6 +140,14 @@ def open_browser(browser: Any, base_url: str, **context_options: Any) -> Browser
     page.on("dialog", dismiss)
     page.on("console", lambda message: message.type == "error" and session.console_errors.append(message.text))
     page.on("pageerror", lambda error: session.console_errors.append(f"pageerror: {error}"))
+    # The console names no URL for a failed load; keep which one it was, for failure messages.
+    page.on(
+        "response",
+        lambda response: (
+            response.status >= 400
+            and session.failed_responses.append(f"{response.status} {response.request.method} {response.url}")
+        ),
+    )
     return session
 
 

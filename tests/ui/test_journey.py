@@ -308,4 +308,4 @@ def test_a_new_user_walks_the_whole_journey(
     assert session.foreign_requests() == []
     assert session.dialogs == []
     unexpected = [e for e in session.console_errors if "status of 401" not in e]
-    assert unexpected == [], unexpected
+    assert unexpected == [], (unexpected, session.failed_responses)

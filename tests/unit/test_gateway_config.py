@@ -137,6 +137,7 @@ EXPECTED_FUNCTIONS = {
     "GET /api/alerts/rules/{rule_id}": "AlertsFunction",
     "DELETE /api/alerts/rules/{rule_id}": "AlertsFunction",
     "GET /api/alerts": "AlertsFunction",
+    "GET /api/requests/{request_id}": "AlertsFunction",
     "ANY /ui": "UiFunction",
     "ANY /ui/{proxy+}": "UiFunction",
 }

@@ -15,6 +15,8 @@ const METER_WORDS = {
   replica_seconds: "Replica time",
   image_storage_gib_hours: "Image storage",
   listener_requests: "Listener requests",
+  listener_egress_bytes: "Listener data out",
+  listener_ingress_bytes: "Listener data in",
 };
 
 // Each quota of the plan, what of the usage it limits, and its unit.

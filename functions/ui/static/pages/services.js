@@ -1,8 +1,8 @@
 // Services and load balancing: listeners (external port, protocol, algorithm, weights), each with its
-// instances' health and RPS and latency charts: the recorded history first, then live figures polled from
-// the listener's stats.
+// instances' health and RPS, latency and bandwidth (bytes per second in from and out to its clients) charts:
+// the recorded history first, then live figures polled from the listener's stats.
 import { api } from "../api.js";
-import { h, clear, field, details, table, statusBadge, formatNumber } from "../dom.js";
+import { h, clear, field, details, table, statusBadge, formatNumber, formatBytes } from "../dom.js";
 import { confirmDialog } from "../dialog.js";
 import { lineChart, rollingSeries } from "../chart.js";
 import { poll } from "../live.js";
@@ -193,8 +193,13 @@ function listenerCard(ctx, listener, containersById) {
   const p50 = rollingSeries(keep);
   const p95 = rollingSeries(keep);
   const p99 = rollingSeries(keep);
+  const bytesIn = rollingSeries(keep);
+  const bytesOut = rollingSeries(keep);
   const rps = lineChart({ title: "Requests per second", metric: "rps", format: (value) => `${formatNumber(value)} req/s` });
   const latency = lineChart({ title: "Latency", metric: "latency", format: (value) => `${formatNumber(value)} ms` });
+  const bandwidth = lineChart({ title: "Bandwidth", metric: "bandwidth", format: (value) => `${formatBytes(value)}/s` });
+  // Live bandwidth is the growth of lb-runtime's byte counters between two polls (none across a restart).
+  let lastBytes = null;
   const totals = h("p", { class: "totals" }, "Waiting for statistics…");
   const instances = h("div", {}, h("p", {}, "Waiting for statistics…"));
   const remove = h("button", { type: "button", class: "danger small", "aria-label": `Delete the listener of ${listener.service} on port ${listener.port}` }, "Delete listener");
@@ -212,7 +217,7 @@ function listenerCard(ctx, listener, containersById) {
       ["Health check", listener.health_check ? `${listener.health_check.type} ${listener.health_check.path ?? ""} every ${listener.health_check.interval_seconds}s` : "passive (connection failures)"],
     ]),
     totals,
-    h("div", { class: "charts" }, rps.node, latency.node),
+    h("div", { class: "charts" }, rps.node, latency.node, bandwidth.node),
     h("h4", {}, "Instances"),
     instances,
     errors.node,
@@ -250,6 +255,8 @@ function listenerCard(ctx, listener, containersById) {
       p50.push(point.latency_ms?.p50, end);
       p95.push(point.latency_ms?.p95, end);
       p99.push(point.latency_ms?.p99, end);
+      bytesIn.push(point.bytes_in / series.step, end);
+      bytesOut.push(point.bytes_out / series.step, end);
     }
   }
   const stop = poll(async () => {
@@ -268,9 +275,17 @@ function listenerCard(ctx, listener, containersById) {
     p50.push(stats.latency_ms?.p50, now);
     p95.push(stats.latency_ms?.p95, now);
     p99.push(stats.latency_ms?.p99, now);
+    const bytes = { at: now, in: stats.bytes_in ?? 0, out: stats.bytes_out ?? 0 };
+    if (lastBytes && bytes.at > lastBytes.at && bytes.in >= lastBytes.in && bytes.out >= lastBytes.out) {
+      const seconds = (bytes.at - lastBytes.at) / 1000;
+      bytesIn.push((bytes.in - lastBytes.in) / seconds, now);
+      bytesOut.push((bytes.out - lastBytes.out) / seconds, now);
+    }
+    lastBytes = bytes;
     rps.update([{ name: "RPS", points: rpsSeries.points }]);
     latency.update([{ name: "p50", points: p50.points }, { name: "p95", points: p95.points }, { name: "p99", points: p99.points }]);
-    totals.textContent = `${stats.requests} requests, ${stats.errors} errors, ${stats.active_connections} open connections`;
+    bandwidth.update([{ name: "In", points: bytesIn.points }, { name: "Out", points: bytesOut.points }]);
+    totals.textContent = `${stats.requests} requests, ${stats.errors} errors, ${stats.active_connections} open connections, ${formatBytes(stats.bytes_in)} in, ${formatBytes(stats.bytes_out)} out`;
     const split = Object.entries(stats.regions || {}).map(([name, region]) => `${name}: ${region.requests} requests, ${region.healthy}/${region.instances} healthy`);
     if (split.length) totals.textContent += ` — by region: ${split.join("; ")}`;
     clear(instances).append(
