@@ -77,11 +77,13 @@ REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 
 # What shared.webhooks takes as a URL, as a pattern: http or https, an ASCII host name or IPv4 address (RFC 3986's
 # reg-name characters: no credentials, no IPv6 literal), a port from 1 to 65535, then a path, query or fragment
-# without spaces or NUL. Whether the host resolves to a public address is checked when the webhook is created.
+# of printable ASCII (anything else percent-encoded). An explicit range, not "\S": regex engines disagree on
+# which characters are spaces (ECMA's \s leaves out U+0085, Python's and Rust's include it). Whether the host
+# resolves to a public address is checked when the webhook is created.
 WEBHOOK_URL_PATTERN = (
     r"^https?://[A-Za-z0-9._~%!$&'()*+,;=-]+"
     r"(?::(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
-    r"(?:[/?#][^\s\x00]*)?$"
+    r"(?:[/?#][\x21-\x7e]*)?$"
 )
 
 

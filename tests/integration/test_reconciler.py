@@ -253,6 +253,7 @@ async def test_the_job_labels_the_container_and_opens_its_secret_environment(
 ) -> None:
     # GIVEN a record with a plain and a sealed environment, one name in both (the secret wins)
     caplog.set_level("DEBUG")
+    caplog.set_level("INFO", logger="worker")  # the run sets BERTH_LOG_LEVEL=WARNING; this test reads the job's lines
     settings = world["settings"]
     token = "tok-" + secrets.token_hex(4)
     sealed = seal_env(settings, {"API_TOKEN": token, "MODE": "secret"})
