@@ -24,14 +24,13 @@ import httpx
 import psycopg
 import pytest
 
-from functions.auth.app import app as auth_app
 from functions.billing.app import app as billing_app
 from functions.containers.app import app as containers_app
 from shared.billing.invoices import period_containing
 from shared.config import get_function_settings
 from shared.db import get_database
 from shared.jobs import ensure_host_queue
-from shared.tokens import JwksKeySource, TokenVerifier
+from tests.support.function_apps import client_of, verified_by_auth
 from worker.metering import CURSOR, meter_round
 from worker.metering_store import MeteringStore
 from worker.settings import WorkerSettings
@@ -78,24 +77,12 @@ def _totals(owner_id: str) -> dict[str, Decimal]:
 @pytest.fixture
 async def apps() -> AsyncIterator[dict[str, httpx.AsyncClient]]:
     """The auth, containers and billing apps in-process, verifying tokens with the auth app's keys."""
-    settings = get_function_settings()
-    auth = httpx.AsyncClient(transport=httpx.ASGITransport(app=auth_app), base_url="http://auth")
-
-    async def fetch_jwks() -> dict[str, Any]:
-        answer = await auth.get("/api/auth/.well-known/jwks.json")
-        answer.raise_for_status()
-        return dict(answer.json())
-
-    verifier = TokenVerifier(JwksKeySource(fetch_jwks), issuer=settings.jwt_issuer, audience=settings.jwt_audience)
-    previous = [getattr(app.state, "token_verifier", None) for app in (containers_app, billing_app)]
-    containers_app.state.token_verifier = verifier
-    billing_app.state.token_verifier = verifier
-    containers = httpx.AsyncClient(transport=httpx.ASGITransport(app=containers_app), base_url="http://api")
-    billing = httpx.AsyncClient(transport=httpx.ASGITransport(app=billing_app), base_url="http://api")
-    yield {"auth": auth, "containers": containers, "billing": billing}
-    containers_app.state.token_verifier, billing_app.state.token_verifier = previous
-    for client in (auth, containers, billing):
-        await client.aclose()
+    async with (
+        verified_by_auth(containers_app, billing_app) as auth,
+        client_of(containers_app) as containers,
+        client_of(billing_app) as billing,
+    ):
+        yield {"auth": auth, "containers": containers, "billing": billing}
 
 
 async def _sign_in(auth: httpx.AsyncClient, email: str, password: str) -> str:

@@ -19,12 +19,11 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
-from functions.auth.app import app as auth_app
 from functions.containers.app import app as containers_app
 from shared.config import AuthSettings, get_function_settings
 from shared.jobs import ensure_host_queue
 from shared.secrets import open_env, seal_env
-from shared.tokens import JwksKeySource, TokenVerifier
+from tests.support.function_apps import client_of, verified_by_auth
 
 SECRET_VALUE = "pa55-" + secrets.token_hex(8)  # unique: found nowhere unless leaked
 
@@ -48,23 +47,9 @@ def _sql(query: str, params: tuple[Any, ...] | list[Any] = ()) -> list[tuple[Any
 @pytest.fixture
 async def api() -> AsyncIterator[httpx.AsyncClient]:
     """The containers app, verifying tokens against the auth app's published keys (as a gateway would)."""
-    settings = get_function_settings()
-    auth = httpx.AsyncClient(transport=httpx.ASGITransport(app=auth_app), base_url="http://auth")
-
-    async def fetch_jwks() -> dict[str, Any]:
-        answer = await auth.get("/api/auth/.well-known/jwks.json")
-        answer.raise_for_status()
-        return dict(answer.json())
-
-    previous = getattr(containers_app.state, "token_verifier", None)
-    containers_app.state.token_verifier = TokenVerifier(
-        JwksKeySource(fetch_jwks), issuer=settings.jwt_issuer, audience=settings.jwt_audience
-    )
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=containers_app), base_url="http://api") as client:
+    async with verified_by_auth(containers_app) as auth, client_of(containers_app) as client:
         client.auth_client = auth  # type: ignore[attr-defined]
         yield client
-    containers_app.state.token_verifier = previous
-    await auth.aclose()
 
 
 @pytest.fixture

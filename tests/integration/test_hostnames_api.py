@@ -12,17 +12,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 
-from functions.auth.app import app as auth_app
 from functions.load_balancer import deps
 from functions.load_balancer.app import app as lb_app
 from functions.load_balancer.ownership import DnsHttpProof
 from shared.config import get_function_settings
-from shared.tokens import JwksKeySource, TokenVerifier
 from tests.support.dns import LocalResolver
+from tests.support.function_apps import client_of, verified_by_auth
 
 HOSTNAMES = "/api/load-balancer/hostnames"
 
@@ -65,38 +63,26 @@ async def resolver() -> AsyncIterator[tuple[LocalResolver, int]]:
 @pytest.fixture
 async def world(resolver: tuple[LocalResolver, int]) -> AsyncIterator[dict[str, Any]]:
     """The function with the test's proof, two signed-in users each with an http and a tcp listener."""
-    settings = get_function_settings()
-    auth = httpx.AsyncClient(transport=httpx.ASGITransport(app=auth_app), base_url="http://auth")
-
-    async def fetch_jwks() -> dict[str, Any]:
-        answer = await auth.get("/api/auth/.well-known/jwks.json")
-        answer.raise_for_status()
-        return dict(answer.json())
-
-    previous = getattr(lb_app.state, "token_verifier", None)
-    lb_app.state.token_verifier = TokenVerifier(
-        JwksKeySource(fetch_jwks), issuer=settings.jwt_issuer, audience=settings.jwt_audience
-    )
     proof = Proof(DnsHttpProof(("127.0.0.1", resolver[1])), {})
     lb_app.dependency_overrides[deps._ownership] = lambda: proof
     users: list[User] = []
     listeners: dict[str, dict[str, str]] = {}
-    for _ in range(2):
-        email = f"hostnames-{secrets.token_hex(6)}@example.com"
-        password = "correct horse " + secrets.token_hex(4)
-        created = await auth.post("/api/auth/signup", json={"email": email, "password": password})
-        signed_in = await auth.post("/api/auth/signin", json={"email": email, "password": password})
-        user = User(created.json()["id"], {"Authorization": f"Bearer {signed_in.json()['access_token']}"})
-        users.append(user)
-        listeners[user.id] = {}
-        for protocol in ("http", "tcp"):
-            row = _sql(
-                "INSERT INTO listeners (owner_id, service, port, protocol, algorithm) "
-                "VALUES (%s, 'web', %s, %s, 'round_robin') RETURNING id",
-                (user.id, random.randint(40000, 65000), protocol),
-            )
-            listeners[user.id][protocol] = str(row[0][0])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=lb_app), base_url="http://api") as client:
+    async with verified_by_auth(lb_app) as auth, client_of(lb_app) as client:
+        for _ in range(2):
+            email = f"hostnames-{secrets.token_hex(6)}@example.com"
+            password = "correct horse " + secrets.token_hex(4)
+            created = await auth.post("/api/auth/signup", json={"email": email, "password": password})
+            signed_in = await auth.post("/api/auth/signin", json={"email": email, "password": password})
+            user = User(created.json()["id"], {"Authorization": f"Bearer {signed_in.json()['access_token']}"})
+            users.append(user)
+            listeners[user.id] = {}
+            for protocol in ("http", "tcp"):
+                row = _sql(
+                    "INSERT INTO listeners (owner_id, service, port, protocol, algorithm) "
+                    "VALUES (%s, 'web', %s, %s, 'round_robin') RETURNING id",
+                    (user.id, random.randint(40000, 65000), protocol),
+                )
+                listeners[user.id][protocol] = str(row[0][0])
         yield {
             "api": client,
             "owner": users[0],
@@ -106,9 +92,7 @@ async def world(resolver: tuple[LocalResolver, int]) -> AsyncIterator[dict[str, 
             "proof": proof,
         }
     lb_app.dependency_overrides.pop(deps._ownership, None)
-    lb_app.state.token_verifier = previous
     _sql("DELETE FROM users WHERE id = ANY(%s)", ([user.id for user in users],))
-    await auth.aclose()
 
 
 def _name() -> str:

@@ -14,16 +14,14 @@ from typing import Any
 import httpx
 import pytest
 
-from functions.auth.app import app as auth_app
 from functions.services.app import app as services_app
-from shared.config import get_function_settings
 from shared.db import Database
 from shared.host_store import HostStore
 from shared.jobs import SqsHostJobQueues
-from shared.tokens import JwksKeySource, TokenVerifier
 from tests.integration import test_rescheduling as rescheduling
 from tests.integration.test_containers_api import User, _sql
 from tests.integration.test_rescheduling import container, go_silent, live_host
+from tests.support.function_apps import client_of, verified_by_auth
 from worker.hosts import mark_stale_hosts_down
 from worker.rescheduling import reschedule_containers_of_down_hosts
 from worker.rollout_store import RolloutStore
@@ -40,23 +38,9 @@ placement = rescheduling.placement
 @pytest.fixture
 async def api() -> AsyncIterator[httpx.AsyncClient]:
     """The services app, verifying tokens against the auth app's published keys (as a gateway would)."""
-    settings = get_function_settings()
-    auth = httpx.AsyncClient(transport=httpx.ASGITransport(app=auth_app), base_url="http://auth")
-
-    async def fetch_jwks() -> dict[str, Any]:
-        answer = await auth.get("/api/auth/.well-known/jwks.json")
-        answer.raise_for_status()
-        return dict(answer.json())
-
-    previous = getattr(services_app.state, "token_verifier", None)
-    services_app.state.token_verifier = TokenVerifier(
-        JwksKeySource(fetch_jwks), issuer=settings.jwt_issuer, audience=settings.jwt_audience
-    )
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=services_app), base_url="http://api") as client:
+    async with verified_by_auth(services_app) as auth, client_of(services_app) as client:
         client.auth_client = auth  # type: ignore[attr-defined]
         yield client
-    services_app.state.token_verifier = previous
-    await auth.aclose()
 
 
 @pytest.fixture
