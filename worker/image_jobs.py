@@ -197,7 +197,12 @@ async def _reject(context: JobContext, image: dict[str, Any], reason: str) -> No
 
 
 async def delete_image(context: JobContext, payload: dict[str, Any]) -> None:
-    """Remove a deleted image's archive and this host's copy (other hosts' reconcilers do the same)."""
+    """Remove a deleted image's archive and this host's copy (other hosts' reconcilers do the same).
+
+    The job is sent just before the record's delete commits: while the record is still there, wait (retry);
+    a delete that never committed runs out of tries and removes nothing."""
+    if payload.get("image_id") and await context.images.exists(str(payload["image_id"])):
+        raise JobRetry("the image's record is still there: its delete has not committed")
     if payload.get("object_key"):
         await context.objects.delete(str(payload["object_key"]))
     if payload.get("reference"):

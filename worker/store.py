@@ -61,6 +61,10 @@ class WorkerImageStore:
             (reason, image_id),
         )
 
+    async def exists(self, image_id: str) -> bool:
+        """Whether the image's record is there (in any state)."""
+        return await self._db.fetch_one("SELECT 1 AS found FROM images WHERE id = %s", (image_id,)) is not None
+
     async def orphaned(self, references: list[str]) -> list[str]:
         """Which of ``references`` (``berth/<owner>/<name>:<tag>``) belong to a user of this platform but
         to none of their images any more. References of owners unknown here are not ours to judge."""

@@ -119,19 +119,24 @@ async def delete_image(images: ImageStore, queue: JobQueue, owner_id: str, image
         raise Conflict(
             f"The image is used by container(s) {', '.join(users)}; delete them first, then delete the image."
         )
-    row = await images.delete(owner_id, parse_id(image_id))
+
+    async def clean_up(row: dict[str, Any]) -> None:
+        # Storage and every host's copy are cleaned by the workers. Sent before the record's delete commits,
+        # so a crash between the two cannot leave the archive behind; the worker acts only once the record
+        # is gone (a delete that never commits leaves everything in place).
+        await queue.send(
+            Job(
+                JobKind.DELETE_IMAGE,
+                {
+                    "image_id": str(row["id"]),
+                    "owner_id": str(row["owner_id"]),
+                    "object_key": row["object_key"],
+                    "reference": row["reference"],
+                    "docker_image_id": row["docker_image_id"],
+                },
+            )
+        )
+
+    row = await images.delete(owner_id, parse_id(image_id), before_commit=clean_up)
     if row is None:
         raise NotFound(f"No image {image_id}.")
-    # Storage and every host's copy are cleaned by the workers; the record is gone now.
-    await queue.send(
-        Job(
-            JobKind.DELETE_IMAGE,
-            {
-                "image_id": str(row["id"]),
-                "owner_id": str(row["owner_id"]),
-                "object_key": row["object_key"],
-                "reference": row["reference"],
-                "docker_image_id": row["docker_image_id"],
-            },
-        )
-    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -68,10 +69,17 @@ class ImageStore:
         )
         return [row["name"] for row in rows]
 
-    async def delete(self, owner_id: str, image_id: str) -> dict[str, Any] | None:
+    async def delete(
+        self,
+        owner_id: str,
+        image_id: str,
+        before_commit: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+    ) -> dict[str, Any] | None:
         """Remove the record; returns what the host cleanup needs, or None when there was none.
 
-        Deleted containers' tombstones go with it; a live container made from it meanwhile -> Conflict."""
+        Deleted containers' tombstones go with it; a live container made from it meanwhile -> Conflict.
+        ``before_commit`` gets the removed row inside the transaction (to send the cleanup job): if it fails,
+        or the process dies before the commit, the record stays."""
         try:
             async with self._db.transaction() as conn:
                 await conn.execute(
@@ -83,6 +91,9 @@ class ImageStore:
                     "RETURNING id, owner_id, object_key, docker_image_id, reference",
                     (image_id, owner_id),
                 )
-                return await cursor.fetchone()
+                row = await cursor.fetchone()
+                if row is not None and before_commit is not None:
+                    await before_commit(row)
+                return row
         except errors.ForeignKeyViolation as exc:
             raise Conflict("The image is used by a container; delete the container first.") from exc

@@ -22,6 +22,7 @@ from tests.integration import test_rescheduling as rescheduling
 from tests.integration.test_containers_api import User, _sql
 from tests.integration.test_rescheduling import container, go_silent, live_host
 from tests.support.function_apps import client_of, verified_by_auth
+from tests.support.waiting import wait_until_async
 from worker.hosts import mark_stale_hosts_down
 from worker.rescheduling import reschedule_containers_of_down_hosts
 from worker.rollout_store import RolloutStore
@@ -80,6 +81,19 @@ def _driver(database: Database, store: HostStore) -> RolloutDriver:
     return RolloutDriver(RolloutStore(database), store, SqsHostJobQueues(settings), settings)
 
 
+async def _advance_until(
+    database: Database, store: HostStore, service_id: str, done: Callable[[], bool], what: str
+) -> None:
+    """Advance the service's rollout until ``done()``. In a whole run the session's host worker drives the same
+    rollouts: it may take a step first, or hold the service's lock while this one tries."""
+
+    async def stepped() -> bool:
+        await _driver(database, store).advance(service_id)
+        return done()
+
+    await wait_until_async(stepped, timeout=15, interval=0.2, message=f"the rollout did not {what}")
+
+
 def _replicas(service_id: str) -> list[dict[str, Any]]:
     rows = _sql(
         "SELECT c.id, c.host_id, c.region, h.region FROM containers c JOIN hosts h ON h.id = c.host_id "
@@ -110,7 +124,7 @@ async def test_a_service_keeps_its_minimum_in_each_region(
     service_id = created.json()["id"]
 
     # WHEN the rollout driver places its replicas
-    await _driver(database, store).advance(service_id)
+    await _advance_until(database, store, service_id, lambda: len(_replicas(service_id)) == 3, "place 3 replicas")
 
     # THEN one is pinned to a (on a host of a), one to b (on b's host), and the third may go anywhere
     placed = _replicas(service_id)
@@ -129,10 +143,9 @@ async def test_a_service_keeps_its_minimum_in_each_region(
     assert below.status_code == 409 and "regions" in below.text, below.text
     scaled = await api.patch("/api/services/geo", json={"replicas": 2}, headers=headers)
     assert scaled.status_code == 200, scaled.text
-    step = await _driver(database, store).advance(service_id)
-    assert step is not None
     unpinned = next(replica["id"] for replica in placed if replica["pinned"] is None)
-    assert step.remove == (unpinned,)
+    await _advance_until(database, store, service_id, lambda: len(_replicas(service_id)) == 2, "scale the service to 2")
+    assert unpinned not in {replica["id"] for replica in _replicas(service_id)}
     assert sorted(replica["pinned"] for replica in _replicas(service_id)) == sorted([a, b])
 
     # WHEN the host of a's replica is lost THEN it moves to the other host of a, not to b
@@ -167,7 +180,7 @@ async def test_a_deploy_changes_the_regions_and_the_new_release_is_placed_by_the
     created = await api.post("/api/services", json=body, headers=headers)
     assert created.status_code == 202, created.text
     service_id = created.json()["id"]
-    await _driver(database, store).advance(service_id)
+    await _advance_until(database, store, service_id, lambda: len(_replicas(service_id)) == 2, "place 2 replicas")
     assert [replica["pinned"] for replica in _replicas(service_id)] == [a, a]
     _sql("UPDATE service_releases SET status = 'healthy' WHERE service_id = %s", (service_id,))
     # WHEN a deploy names minimums above the service's replicas THEN 409; an unknown region THEN 422
@@ -184,8 +197,12 @@ async def test_a_deploy_changes_the_regions_and_the_new_release_is_placed_by_the
         "/api/services/geo2/deploy", json={"regions": [{"name": a, "min": 1}, {"name": b, "min": 1}]}, headers=headers
     )
     assert deployed.status_code == 202, deployed.text
+
     # THEN the old replicas (never ready) go, and the new release's are pinned one to a and one to b
-    await _driver(database, store).advance(service_id)
+    def release_2_placed() -> bool:
+        return len(_sql("SELECT 1 FROM containers WHERE service_id = %s AND release_number = 2", (service_id,))) == 2
+
+    await _advance_until(database, store, service_id, release_2_placed, "place release 2")
     new = _sql("SELECT region FROM containers WHERE service_id = %s AND release_number = 2", (service_id,))
     assert sorted(row[0] for row in new) == sorted([a, b])
     answer = (await api.get("/api/services/geo2", headers=headers)).json()

@@ -20,7 +20,7 @@ import pytest
 from cli.local_stack import LocalStackSettings, ensure_aws_resources
 from shared.db import Database, get_database
 from shared.host_store import HostStore
-from shared.jobs import JOBS_MAX_RECEIVE_COUNT, Job, get_host_job_queue, get_job_queue, host_queue_name
+from shared.jobs import JOBS_MAX_RECEIVE_COUNT, Job, JobKind, get_host_job_queue, get_job_queue, host_queue_name
 from shared.storage import aws_client
 from tests.conftest import RUN_ID
 from tests.integration.test_rescheduling import create_tenant, place_container, remove_tenant
@@ -176,6 +176,65 @@ async def test_orphaned_images_are_removed_and_others_left_alone(
         for reference in (live, deleted, foreign):
             with contextlib.suppress(docker.errors.ImageNotFound):  # already gone is fine
                 docker_client.images.remove(reference)
+
+
+async def test_an_image_delete_job_acts_only_once_the_record_is_gone(
+    queues: dict[str, Any], test_database: str
+) -> None:
+    """The images function sends the cleanup job just before the record's delete commits (a crash between
+    the two then leaves nothing behind): a job whose record is still there, as when that delete never
+    committed, removes nothing and gives up; once the record is gone, the archive goes."""
+    import psycopg
+
+    # GIVEN an image record and its archive in storage
+    owner, image_id = str(uuid.uuid4()), str(uuid.uuid4())
+    key = f"uploads/{owner}/{image_id}.tar"
+    settings = WorkerSettings()
+    s3 = aws_client("s3", settings)
+    s3.put_object(Bucket=settings.images_bucket, Key=key, Body=b"archive")
+    with psycopg.connect(test_database) as conn:
+        conn.execute("INSERT INTO users (id, email, password_hash) VALUES (%s, %s, 'x')", (owner, f"{owner}@x.test"))
+        conn.execute(
+            "INSERT INTO images (id, owner_id, name, tag, object_key) VALUES (%s, %s, 'app', '1', %s)",
+            (image_id, owner, key),
+        )
+    job = Job(JobKind.DELETE_IMAGE, {"image_id": image_id, "owner_id": owner, "object_key": key})
+    sqs = queues["sqs"]
+    try:
+        # WHEN its delete job arrives while the record is still there (the delete did not commit)
+        sqs.send_message(QueueUrl=queues["jobs_queue"], MessageBody=job.encode())
+        worker = _worker(queues, worker_max_tries=2)
+        await _run_until(
+            worker,
+            lambda: (
+                (
+                    worker.metrics.registry.get_sample_value(
+                        "berth_worker_jobs_total", {"kind": JobKind.DELETE_IMAGE, "outcome": "failed"}
+                    )
+                    or 0
+                )
+                >= 1
+            ),
+            "the delete job to give up",
+        )
+        # THEN the archive is untouched
+        assert s3.head_object(Bucket=settings.images_bucket, Key=key)["ContentLength"] == len(b"archive")
+
+        # WHEN the record is gone and the job comes (again)
+        with psycopg.connect(test_database) as conn:
+            conn.execute("DELETE FROM images WHERE id = %s", (image_id,))
+        sqs.send_message(QueueUrl=queues["jobs_queue"], MessageBody=job.encode())
+
+        # THEN the archive is removed
+        def archive_gone() -> bool:
+            listed = s3.list_objects_v2(Bucket=settings.images_bucket, Prefix=key)
+            return int(listed.get("KeyCount", 0)) == 0
+
+        await _run_until(_worker(queues), archive_gone, "the archive to be removed")
+    finally:
+        with psycopg.connect(test_database) as conn:
+            conn.execute("DELETE FROM users WHERE id = %s", (owner,))
+        s3.delete_object(Bucket=settings.images_bucket, Key=key)
 
 
 # ------------------------------------------------------------------------ the host queue and the shared one
