@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.patterns import NO_CONTROL_PATTERN
+
 PLAN_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 PERIOD_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
 PRICE_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,12})?$"
@@ -110,7 +112,7 @@ class UpdateUser(BaseModel):
 
     plan: str | None = Field(default=None, pattern=PLAN_NAME_PATTERN)
     suspended: bool | None = None
-    reason: str | None = Field(default=None, max_length=200)
+    reason: str | None = Field(default=None, max_length=200, pattern=NO_CONTROL_PATTERN)
 
 
 class UserBilling(BaseModel):

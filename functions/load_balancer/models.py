@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.patterns import NO_CONTROL_PATTERN
+
 SERVICE_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
 PATH_PATTERN = re.compile(r"^/[\x21-\x7e]{0,1023}$")
 # The listener port range the document declares (BERTH_LB_PORT_RANGE_START/END may narrow it, never widen it).
@@ -167,7 +169,7 @@ class CreateCertificate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=100, pattern=NO_CONTROL_PATTERN)
     certificate_chain: str = Field(min_length=1, max_length=MAX_CHAIN_PEM)
     private_key: str = Field(min_length=1, max_length=MAX_KEY_PEM)
 

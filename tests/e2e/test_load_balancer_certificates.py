@@ -78,6 +78,9 @@ def test_unusable_uploads_are_a_clear_422(client: httpx.Client, user: SignedInUs
     for code, (bad_chain, bad_key) in cases.items():
         assert _error(_upload(client, user, bad_chain, bad_key), 422)["code"] == code
     assert _error(_upload(client, user, chain, "not a key"), 422)["code"] == "certificate_malformed"
+    # A name with control characters (NUL among them, which PostgreSQL cannot store) is refused, not a 500.
+    for name in ("shop\x00", "shop\nname"):
+        assert _error(_upload(client, user, chain, key, name=name), 422)["code"] == "validation_failed"
 
 
 def test_https_listeners_take_only_their_owners_certificates(
