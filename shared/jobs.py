@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
@@ -86,6 +87,20 @@ class Job:
             request_id=str(request_id)[:128] if isinstance(request_id, str) and request_id else None,
             owner_id=owner_id[:64] if isinstance(owner_id, str) and owner_id else None,
         )
+
+
+def delete_image_job(image: Mapping[str, Any]) -> Job:
+    """The job that removes a deleted image's archive and host copies, from its removed record."""
+    return Job(
+        JobKind.DELETE_IMAGE,
+        {
+            "image_id": str(image["id"]),
+            "owner_id": str(image["owner_id"]),
+            "object_key": image["object_key"],
+            "reference": image["reference"],
+            "docker_image_id": image["docker_image_id"],
+        },
+    )
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from shared.config import Environment, FunctionSettings, get_function_settings
 from shared.db import get_database
 from shared.errors import Conflict, NotFound, ServiceUnavailable, Unauthorized
 from shared.identity import ACCOUNT_DELETED, Principal, revoke_session_tokens
-from shared.jobs import Job, JobKind, get_host_job_queue, get_job_queue
+from shared.jobs import Job, JobKind, delete_image_job, get_host_job_queue, get_job_queue
 from shared.observability import get_logger, log_event
 from shared.tokens import issue_personal_access_token
 
@@ -200,18 +200,7 @@ async def delete_account(settings: FunctionSettings, user_id: str) -> Deletion:
     if images:
         queue = get_job_queue(settings)
         for image in images:
-            await queue.send(
-                Job(
-                    JobKind.DELETE_IMAGE,
-                    {
-                        "image_id": str(image["id"]),
-                        "owner_id": str(image["owner_id"]),
-                        "object_key": image["object_key"],
-                        "reference": image["reference"],
-                        "docker_image_id": image["docker_image_id"],
-                    },
-                )
-            )
+            await queue.send(delete_image_job(image))
     remaining = await store.remaining(user_id)
     status = "deleted" if not any(remaining.values()) else "deleting"
     log_event(

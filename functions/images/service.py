@@ -10,7 +10,7 @@ from functions.images.store import ImageStore
 from shared.capacity import check_image_capacity, quota_lock
 from shared.config import FunctionSettings
 from shared.errors import Conflict, NotFound, PayloadTooLarge
-from shared.jobs import Job, JobKind, JobQueue
+from shared.jobs import Job, JobKind, JobQueue, delete_image_job
 from shared.pagination import decode_cursor, page_of, parse_id
 from shared.storage import ObjectStore
 
@@ -124,18 +124,7 @@ async def delete_image(images: ImageStore, queue: JobQueue, owner_id: str, image
         # Storage and every host's copy are cleaned by the workers. Sent before the record's delete commits,
         # so a crash between the two cannot leave the archive behind; the worker acts only once the record
         # is gone (a delete that never commits leaves everything in place).
-        await queue.send(
-            Job(
-                JobKind.DELETE_IMAGE,
-                {
-                    "image_id": str(row["id"]),
-                    "owner_id": str(row["owner_id"]),
-                    "object_key": row["object_key"],
-                    "reference": row["reference"],
-                    "docker_image_id": row["docker_image_id"],
-                },
-            )
-        )
+        await queue.send(delete_image_job(row))
 
     row = await images.delete(owner_id, parse_id(image_id), before_commit=clean_up)
     if row is None:
