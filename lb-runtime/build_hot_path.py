@@ -1,6 +1,6 @@
-"""Build lb-runtime's compiled hot path: ``backends``, ``stats`` and ``http_proxy`` (each NAME.py with its
-NAME.pxd of Cython declarations) through Cython into the extensions ``lb_runtime._NAME_compiled``, placed
-beside the sources (where the editable install and the wheel both find them).
+"""Build lb-runtime's compiled hot path: ``backends``, ``stats``, ``http_head`` and ``http_proxy`` (each
+NAME.py with its NAME.pxd of Cython declarations) through Cython into the extensions
+``lb_runtime._NAME_compiled``, placed beside the sources (where the editable install and the wheel both find them).
 
 The pure-Python modules stay the one source and the fallback: the build compiles copies of them, stamped with
 the sources' SHA-256, and ``lb_runtime.hot_path`` uses the extensions only when that stamp matches the files
@@ -25,7 +25,7 @@ from typing import Any
 
 PACKAGE_DIR = Path(__file__).resolve().parent / "lb_runtime"
 # The hot path's modules, in dependency order; each NAME.py + NAME.pxd becomes lb_runtime._NAME_compiled.
-MODULES = ("backends", "stats", "http_proxy")
+MODULES = ("backends", "stats", "http_head", "http_proxy")
 STAMP_NAME = "COMPILED_FROM_SHA256"
 # The digest of the last build's sources, for --if-stale (the modules carry it too, for lb_runtime.hot_path).
 STAMP_FILE = PACKAGE_DIR / "_compiled.sha256"

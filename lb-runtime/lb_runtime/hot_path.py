@@ -1,11 +1,12 @@
 """Which build of the per-request code serves: compiled (Cython) or pure Python.
 
-The per-request code is ``backends`` (balancing, per-instance counters), ``stats`` (per-listener figures) and
-``http_proxy`` (HTTP mode's Protocols). Those .py files are the one source; ``lb-runtime/build_hot_path.py``
-compiles them with their .pxd declarations into ``lb_runtime._NAME_compiled`` extensions stamped with the
-digest of the sources. ``auto`` (the default) takes the compiled build when it imports and its stamp matches
-the sources beside it (a stale build never shadows an edit), else pure Python. ``python`` forces the
-fallback (the tests run both builds); ``compiled`` refuses to start without it.
+The per-request code is ``backends`` (balancing, per-instance counters), ``stats`` (per-listener figures),
+``http_head`` (whole simple messages read in one call) and ``http_proxy`` (HTTP mode's Protocols). Those .py files
+are the one source; ``lb-runtime/build_hot_path.py`` compiles them with their .pxd declarations into
+``lb_runtime._NAME_compiled`` extensions stamped with the digest of the sources. ``auto`` (the default) takes the
+compiled build when it imports and its stamp matches the sources beside it (a stale build never shadows an edit),
+else pure Python. ``python`` forces the fallback (the tests run both builds); ``compiled`` refuses to start without
+it.
 
 A build is chosen per runtime and used whole: its Backend, Balancer and ListenerStats only ever meet its own
 Protocols.
@@ -22,7 +23,7 @@ from typing import Any, Literal
 from lb_runtime import backends, http_proxy, stats
 
 HotPath = Literal["auto", "compiled", "python"]
-MODULES = ("backends", "stats", "http_proxy")  # as in build_hot_path.py
+MODULES = ("backends", "stats", "http_head", "http_proxy")  # as in build_hot_path.py
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 

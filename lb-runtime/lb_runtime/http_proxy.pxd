@@ -47,6 +47,7 @@ cdef class HttpClientConnection:
     cdef public bytes client_ip
     cdef public list queue
     cdef public RequestCycle parsing
+    cdef public bint boundary
     cdef public list headers
     cdef public bytes url
     cdef public Py_ssize_t header_bytes
@@ -80,12 +81,17 @@ cdef class HttpClientConnection:
     cpdef _next(self, RequestCycle cycle)
     cpdef _redirect(self, RequestCycle cycle, bytes host, int port)
     # httptools' callbacks: cpdef keeps them callable from the parser and makes their bodies typed C.
-    @cython.locals(cycle=RequestCycle)
+    cpdef on_message_begin(self)
     cpdef on_url(self, bytes url)
     @cython.locals(lower=bytes, cycle=RequestCycle)
     cpdef on_header(self, bytes name, bytes value)
-    @cython.locals(cycle=RequestCycle, tokens=bytes, headers=list, request_id=bytes, forwarded=bytes, method=bytes)
+    @cython.locals(cycle=RequestCycle, headers=list)
     cpdef on_headers_complete(self)
+    @cython.locals(cycle=RequestCycle, method=bytes, url=bytes, http10=bint, tokens=bytes, lines=bytes, host=bytes,
+                   forwarded_for=bytes, request_id=bytes, prefer_region=bytes, header_bytes=Py_ssize_t)
+    cpdef _whole_request(self, tuple head)
+    @cython.locals(tokens=bytes, request_id=bytes, forwarded=bytes)
+    cpdef _head_complete(self, RequestCycle cycle, bytes method, bint http10, bytes lines)
     @cython.locals(cycle=RequestCycle, upstream=UpstreamConnection)
     cpdef on_body(self, bytes body)
     @cython.locals(cycle=RequestCycle, upstream=UpstreamConnection)
@@ -111,6 +117,7 @@ cdef class UpstreamConnection:
     cdef public bint interim
     cdef public bint read_paused
     cdef public bytes replay
+    cdef public bint boundary
     cdef object __weakref__
 
     cpdef pause_reading(self)
@@ -122,8 +129,11 @@ cdef class UpstreamConnection:
     cpdef attach(self, HttpClientConnection client, RequestCycle cycle, bint reused)
     # The transport's callback: cpdef so that the client it answers is typed (the byte count is a C add).
     @cython.locals(client=HttpClientConnection, current=HttpClientConnection, cycle=RequestCycle, out=list,
-                   answer=bytes)
+                   answer=tuple, joined=bytes)
     cpdef data_received(self, data)
+    @cython.locals(status=int, lines=bytes, body=Py_ssize_t, reusable=bint)
+    cpdef _whole_answer(self, HttpClientConnection client, RequestCycle cycle, tuple answer, bytes data)
+    cpdef on_message_begin(self)
     @cython.locals(lower=bytes)
     cpdef on_header(self, bytes name, bytes value)
     @cython.locals(client=HttpClientConnection, cycle=RequestCycle, head=list, status=int, framing=int)

@@ -29,6 +29,17 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from lb_runtime.http_head import parse_request, parse_response
+
+try:
+    import cython
+
+    # Whole simple messages are read in one call (lb_runtime.http_head) in the compiled build only: in pure
+    # Python that costs more than httptools' callbacks, which stay the parser for everything else.
+    FAST_HEADS = bool(cython.compiled)
+except ImportError:  # a machine without Cython runs the pure-Python build only
+    FAST_HEADS = False
+
 if TYPE_CHECKING:
     from lb_runtime.backends import Backend
     from lb_runtime.listeners import ListenerState
@@ -190,6 +201,8 @@ class HttpClientConnection:
         self.client_ip = b""
         self.queue: list[RequestCycle] = []  # requests received, the first one being served
         self.parsing: RequestCycle | None = None
+        # httptools holds no part of a message (the next read may be a whole request for http_head).
+        self.boundary = True
         self.headers: list[bytes] = []
         self.url = b""
         self.header_bytes = 0
@@ -295,10 +308,18 @@ class HttpClientConnection:
         return bool(self.queue)
 
     def data_received(self, data: bytes) -> None:
+        if self.boundary and FAST_HEADS:
+            head = parse_request(data, self.max_header_bytes)
+            if head is not None:
+                self._whole_request(head)
+                self.stats.bytes_in += len(data)
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            pass  # upgrades are not proxied: the Upgrade header was stripped and the request forwarded as is
+            # Upgrades are not proxied: the Upgrade header was stripped and the request forwarded as is; the
+            # parser reads nothing more, and neither does the fast path.
+            self.boundary = False
         except httptools.HttpParserError as exc:
             # httptools wraps an exception raised in a callback; the original is its context.
             if isinstance(exc.__context__, HeadersTooLarge):
@@ -337,22 +358,22 @@ class HttpClientConnection:
 
     # --- request parsing (httptools callbacks) ------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        # The idle deadline set when the connection went idle also bounds how long the headers may take.
+        self.boundary = False
+        self.parsing = RequestCycle()
+        self.headers = []
+        self.url = b""
+        self.header_bytes = 0
+        self.forwarded_for = b""
+        self.prefer_region = b""
+        self.incoming_request_id = b""
+        self.connection_tokens = b""
+        self.host = b""
+
     def on_url(self, url: bytes) -> None:
-        # A request starts here (no on_message_begin: one callback less per request). The idle deadline set
-        # when the connection went idle also bounds how long the headers may take.
-        if self.parsing is None:
-            self.parsing = RequestCycle()
-            self.headers = []
-            self.url = url
-            self.header_bytes = len(url)
-            self.forwarded_for = b""
-            self.prefer_region = b""
-            self.incoming_request_id = b""
-            self.connection_tokens = b""
-            self.host = b""
-        else:
-            self.url += url
-            self.header_bytes += len(url)
+        self.url += url
+        self.header_bytes += len(url)
         if self.header_bytes > self.max_header_bytes:
             raise HeadersTooLarge
 
@@ -384,16 +405,37 @@ class HttpClientConnection:
         cycle = self.parsing
         assert cycle is not None
         parser = self.parser
-        cycle.method = method = parser.get_method()
+        headers = self.headers
+        if self.connection_tokens:
+            headers = self._without_connection_listed(headers, self.connection_tokens)
+        self._head_complete(cycle, parser.get_method(), parser.get_http_version() == "1.0", b"".join(headers))
+
+    def _whole_request(self, head: tuple[bytes, bytes, bool, bytes, bytes, bytes, bytes, bytes, bytes, int]) -> None:
+        """A whole request without a body read by http_head: what httptools' callbacks would have done."""
+        method, url, http10, tokens, lines, host, forwarded_for, request_id, prefer_region, header_bytes = head
+        self.url = url
+        self.connection_tokens = tokens
+        self.host = host
+        self.forwarded_for = forwarded_for
+        self.incoming_request_id = request_id
+        self.prefer_region = prefer_region
+        self.header_bytes = header_bytes
+        cycle = RequestCycle()
+        self.parsing = cycle
+        self._head_complete(cycle, method, http10, lines)
+        # The message is complete as well (http_head keeps alive exactly where should_keep_alive() would).
+        self.parsing = None
+        cycle.request_complete = True
+
+    def _head_complete(self, cycle: RequestCycle, method: bytes, http10: bool, lines: bytes) -> None:
+        """The request's head is read (``lines``: the header lines to forward): forward it or queue it."""
+        cycle.method = method
         tokens = self.connection_tokens
-        if parser.get_http_version() == "1.0":
+        if http10:
             cycle.http10 = True
             cycle.keep_alive = b"keep-alive" in tokens
         else:
             cycle.keep_alive = b"close" not in tokens
-        headers = self.headers
-        if tokens:
-            headers = self._without_connection_listed(headers, tokens)
         request_id = self.incoming_request_id or next_request_id()
         cycle.request_id = request_id
         forwarded = self.forwarded_for + b", " + self.client_ip if self.forwarded_for else self.client_ip
@@ -403,7 +445,7 @@ class HttpClientConnection:
                 b" ",
                 self.url,
                 b" HTTP/1.1\r\n",
-                *headers,
+                lines,
                 b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\nX-Request-Id: %s\r\n"
                 % (forwarded, self.listener.scheme, request_id),
                 b"Transfer-Encoding: chunked\r\n\r\n" if cycle.chunked else b"\r\n",
@@ -491,6 +533,7 @@ class HttpClientConnection:
         cycle = self.parsing
         assert cycle is not None
         self.parsing = None
+        self.boundary = True
         # should_keep_alive() is only meaningful here, before the parser moves on.
         cycle.keep_alive = cycle.keep_alive and self.parser.should_keep_alive()
         cycle.request_complete = True
@@ -780,6 +823,7 @@ class UpstreamConnection:
         self.interim = False
         self.read_paused = False
         self.replay = b""  # the answer's Berth-Replay header (see HttpClientConnection.replay)
+        self.boundary = True  # as HttpClientConnection.boundary
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -869,6 +913,12 @@ class UpstreamConnection:
         self.deadline = self.loop.time() + self.read_timeout
         client.buffering = True
         try:
+            cycle = self.cycle
+            if self.boundary and FAST_HEADS and cycle is not None and cycle.method != b"HEAD":
+                answer = parse_response(data)
+                if answer is not None:
+                    self._whole_answer(client, cycle, answer, data)
+                    return
             self.parser.feed_data(data)
         except httptools.HttpParserError:
             current, cycle = self.client, self.cycle
@@ -883,14 +933,28 @@ class UpstreamConnection:
             if out:
                 client.out = []
                 if not client.closed:
-                    answer = out[0] if len(out) == 1 else b"".join(out)
-                    client.stats.bytes_out += len(answer)
-                    client.transport.write(answer)
+                    joined = out[0] if len(out) == 1 else b"".join(out)
+                    client.stats.bytes_out += len(joined)
+                    client.transport.write(joined)
+
+    def _whole_answer(
+        self, client: HttpClientConnection, cycle: RequestCycle, answer: tuple[int, bytes, int, bool], data: bytes
+    ) -> None:
+        """A whole answer read by http_head (head and Content-Length body): what httptools' callbacks would do."""
+        status, lines, body, reusable = answer
+        client.begin_response(cycle, status, [STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status, lines], 0)
+        if body < len(data):
+            client.out.append(data[body:])
+        self.client = None
+        self.cycle = None
+        client.finish_response(cycle, self, reusable)
 
     # --- response parsing (httptools callbacks) ------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        self.boundary = False
+
     def _reset_response(self) -> None:
-        # Not on_message_begin: one callback less per request on the hot path.
         self.headers = [b""]  # the status line goes first
         self.framing = 2
         self.interim = False
@@ -942,6 +1006,7 @@ class UpstreamConnection:
             client.out.append(body)
 
     def on_message_complete(self) -> None:
+        self.boundary = True
         if self.interim:
             self._reset_response()
             return
