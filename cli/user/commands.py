@@ -492,7 +492,21 @@ def _deploy_change(args: argparse.Namespace) -> dict[str, Any]:
         body["health_check"] = None
     elif args.health_check:
         body["health_check"] = _health_check(args)
+    if args.no_regions:
+        body["regions"] = []
+    elif args.region:
+        body["regions"] = _regions(args.region)
     return body
+
+
+def _regions(values: list[str]) -> list[dict[str, Any]]:
+    """``--region NAME=MIN`` options as the API's regional minimums (the order kept)."""
+    regions = []
+    for name, text in _pairs(values, "--region").items():
+        if not text.isdigit() or int(text) < 1:
+            raise CliError(f"--region takes NAME=MIN with MIN a whole number from 1, got {name}={text}", ExitCode.USAGE)
+        regions.append({"name": name, "min": int(text)})
+    return regions
 
 
 def _update_policy(args: argparse.Namespace) -> dict[str, Any]:
@@ -573,13 +587,15 @@ def cmd_services_show(args: argparse.Namespace, api: Api) -> int:
     render.table(SERVICE_COLUMNS, _service_rows([service]))
     check = service.get("health_check")
     policy = service["update_policy"]
+    regions = ", ".join(f"{region['name']} (at least {region['min']})" for region in service.get("regions") or [])
     render.out.print(
         f"image {service['image_id']}; command {render._escape(' '.join(service.get('command') or []) or '-')}; "
         f"env {render._escape(', '.join(service['env_names']) or '-')}; "
         f"secret env {render._escape(', '.join(service['secret_env_names']) or '-')}; "
         f"ports {', '.join(str(p['container_port']) for p in service['ports']) or '-'}; "
         f"cpu {service['cpu']}, {service['memory_mb']} MB; "
-        f"health check {render._escape(check['type'] + ' ' + (check.get('path') or '')) if check else '-'}"
+        f"health check {render._escape(check['type'] + ' ' + (check.get('path') or '')) if check else '-'}; "
+        f"regions {render._escape(regions or '-')}"
     )
     render.out.print(
         f"update policy: max surge {policy['max_surge']}, max unavailable {policy['max_unavailable']}, "
@@ -926,6 +942,13 @@ def add_user_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     deploy.add_argument("--health-path", help="HTTP health check path (default /)")
     deploy.add_argument("--health-interval", type=int, help="seconds between health checks (default 10)")
     deploy.add_argument("--no-health-check", action="store_true", help="remove the health check")
+    deploy.add_argument(
+        "--region",
+        action="append",
+        metavar="NAME=MIN",
+        help="run at least MIN replicas in region NAME (repeatable; replaces the list)",
+    )
+    deploy.add_argument("--no-regions", action="store_true", help="remove the regional minimums")
     deploy.add_argument("--max-surge", type=int, help="replicas above the count while rolling (default 1)")
     deploy.add_argument("--max-unavailable", type=int, help="replicas below the count while rolling (default 0)")
     deploy.add_argument("--min-healthy-seconds", type=int, help="healthy this long before a replica counts")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 
 from functions.containers.models import NAME_PATTERN
 from functions.services import service
@@ -68,8 +69,14 @@ async def deploy_service(
 
 @router.post("/{name}/rollback", status_code=202, response_model=Release)
 async def rollback_service(
-    name: Name, user: CurrentUser, services: Services, body: RollbackService | None = None
+    name: Name, user: CurrentUser, services: Services, request: Request, body: RollbackService | None = None
 ) -> Release:
+    # The body may be left out (roll back to the release before the current one), but a body that is there
+    # must be the documented object: a JSON `null` is as wrong as a string or a list.
+    if body is None and (await request.body()).strip():
+        raise RequestValidationError(
+            [{"type": "model_type", "loc": ("body",), "msg": "Input should be an object, or send no body"}]
+        )
     return await service.rollback_service(services, user.user_id, name, body or RollbackService())
 
 

@@ -319,6 +319,14 @@ def test_bad_input_gets_clear_errors(client: httpx.Client, web: Web) -> None:
     assert taken.status_code == 409
     assert client.get("/api/services/web", headers=other.auth_headers).status_code == 404
     assert client.post("/api/services/web/deploy", json={}, headers=other.auth_headers).status_code == 404
+    # a rollback's body may be left out, but one that is sent is the documented object (JSON null is not)
+    for wrong in (b"null", b"[]", b'"v1"'):
+        rolled = client.post(
+            "/api/services/web/rollback",
+            content=wrong,
+            headers={**user.auth_headers, "Content-Type": "application/json"},
+        )
+        assert rolled.status_code == 422 and rolled.json()["error"]["code"] == "validation_failed", rolled.text
     unconfirmed = client.request("DELETE", "/api/services/web", json={"confirm": "nope"}, headers=user.auth_headers)
     # a wrong confirmation deletes nothing: 409 confirmation_mismatch, as for an account
     assert unconfirmed.status_code == 409 and unconfirmed.json()["error"]["code"] == "confirmation_mismatch"

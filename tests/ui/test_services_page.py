@@ -63,6 +63,10 @@ def test_a_user_deploys_scales_rolls_back_and_deletes_a_service(
     page.get_by_label("Health check", exact=True).select_option("http")
     page.get_by_label("Health check path (HTTP)").fill("/cgi-bin/whoami")
     page.get_by_label("Check every (seconds)").fill("1")
+    page.get_by_label("Healthy for (seconds)").fill("1")
+    page.get_by_role("button", name="Add region").click()
+    page.get_by_label("Region 1", exact=True).fill("local")
+    page.get_by_label("Minimum 1", exact=True).fill("1")
     assert session.unlabelled_controls() == []
     session.screenshot("services-01-create")
     page.get_by_role("button", name="Create service").click()
@@ -75,6 +79,10 @@ def test_a_user_deploys_scales_rolls_back_and_deletes_a_service(
     expect(group.locator("tbody tr")).to_have_count(2)
     expect(group.locator("tbody .badge", has_text="running")).to_have_count(2)
     expect(page.locator(".service-ready")).to_have_text("2 of 2 ready")
+    created = httpx.get(f"{gateway.url}/api/services/web", headers=api_tokens(gateway.url, email, password))
+    assert created.json()["update_policy"]["min_healthy_seconds"] == 1
+    assert created.json()["regions"] == [{"name": "local", "min": 1}]
+    expect(page.locator("dl.details")).to_contain_text("local (at least 1)")
     assert session.unlabelled_controls() == []
     session.screenshot("services-02-release-1")
 

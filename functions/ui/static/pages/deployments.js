@@ -81,6 +81,13 @@ function createServiceForm(ctx) {
   const replicas = h("input", { type: "number", name: "replicas", min: "0", max: "200", value: "2", required: true });
   const port = h("input", { type: "number", name: "container_port", min: "1", max: "65535", value: "8080" });
   const check = healthCheckFields();
+  const regions = repeatableRows({
+    legend: "Regions",
+    addLabel: "Add region",
+    hint: "Optional: at least this many replicas run in each region named (a region of your hosts).",
+    columns: [{ key: "name", label: "Region" }, { key: "min", label: "Minimum", type: "number", min: "1", max: "200" }],
+  });
+  const settle = h("input", { type: "number", name: "min_healthy_seconds", min: "0", max: "299", value: "5", required: true });
   const submit = h("button", { type: "submit", class: "primary" }, "Create service");
   readyImages().then(
     (images) => {
@@ -98,7 +105,9 @@ function createServiceForm(ctx) {
       field("Replicas", replicas),
       field("Container port (optional)", port),
       ...check.nodes,
+      field("Healthy for (seconds)", settle, "How long a new replica must pass its check before a deploy moves on."),
     ),
+    regions.node,
     errors.node,
     h("div", { class: "actions" }, submit),
   );
@@ -108,6 +117,9 @@ function createServiceForm(ctx) {
     const body = { name: name.value.trim(), image_id: image.value, replicas: Number(replicas.value) };
     if (port.value) body.ports = [{ container_port: Number(port.value) }];
     if (check.chosen()) body.health_check = check.value();
+    body.update_policy = { min_healthy_seconds: Number(settle.value) };
+    const minimums = regions.values().map((region) => ({ name: region.name, min: Number(region.min) || 1 }));
+    if (minimums.length) body.regions = minimums;
     submit.disabled = true;
     try {
       const created = await api("POST", "/services", { body });
@@ -225,6 +237,7 @@ function drawSummary(node, service) {
       ["Secret environment", service.secret_env_names.length ? service.secret_env_names.join(", ") : "none"],
       ["Ports", service.ports.length ? service.ports.map((port) => `${port.container_port}/${port.protocol}`).join(", ") : "none"],
       ["Health check", check ? `${check.type} ${check.path ?? ""} on port ${check.port} every ${check.interval_seconds}s` : "none (running counts as ready)"],
+      ["Regions", service.regions.length ? service.regions.map((region) => `${region.name} (at least ${region.min})`).join(", ") : "any"],
       ["Update policy", `max surge ${policy.max_surge}, max unavailable ${policy.max_unavailable}, healthy for ${policy.min_healthy_seconds}s, deadline ${policy.healthy_deadline_seconds}s, automatic rollback ${policy.auto_rollback ? "on" : "off"}`],
     ]),
   );
