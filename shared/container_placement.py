@@ -4,8 +4,9 @@ The containers function places a single container a tenant asked for; the host w
 (worker/rollouts.py) places a service's replicas. Both go through ``place_container``: pick the least busy
 live host, allocate a host port per published port, write the record (``insert``, the caller's SQL), and
 queue a ``container.reconcile`` job on that host's queue. Ports allocated for a record that was never
-written are released again. A record written but whose job was lost (a process killed between the two) is
-found ``pending`` by the host's reconciler, which converges it as a stuck container.
+written are released again, and so is a record whose job the queue refused (the caller answers "try again":
+its retry must not find the name taken). A record written but whose job was lost (a process killed between
+the two) is found ``pending`` by the host's reconciler, which converges it as a stuck container.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from shared.config import FunctionSettings
-from shared.errors import ServiceUnavailable
+from shared.errors import DependencyError, ServiceUnavailable
 from shared.host_ports import PortOwnerKind, allocate_port, release_ports
 from shared.host_store import HostStore
 from shared.jobs import HostJobQueues, Job, JobKind
@@ -62,5 +63,12 @@ async def place_container(
     if row is None:
         await release_ports(hosts, PortOwnerKind.CONTAINER, container_id)
         return None
-    await queue.send(host["id"], Job(JobKind.RECONCILE_CONTAINER, {"container_id": str(container_id)}))
+    try:
+        await queue.send(host["id"], Job(JobKind.RECONCILE_CONTAINER, {"container_id": str(container_id)}))
+    except DependencyError:
+        # Its host's queue cannot take the job (unreachable, or gone with its host): the caller's error says
+        # try again, so the record goes rather than hold the name for a container nothing would start soon.
+        if await hosts.withdraw_placement(container_id):
+            await release_ports(hosts, PortOwnerKind.CONTAINER, container_id)
+        raise
     return row

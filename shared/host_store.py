@@ -170,6 +170,14 @@ class HostStore:
         )
         return [row["port"] for row in rows]
 
+    async def withdraw_placement(self, container_id: uuid.UUID) -> bool:
+        """Remove a container record no worker has touched yet (still pending, never created in Docker); False
+        when a worker already took it up (it then goes on as placed)."""
+        removed = await self._db.execute(
+            "DELETE FROM containers WHERE id = %s AND status = 'pending' AND docker_id IS NULL", (container_id,)
+        )
+        return removed > 0
+
     async def claim_first_free(
         self, host_id: str, candidates: list[int], owner_kind: str, owner_id: uuid.UUID
     ) -> int | None:

@@ -420,3 +420,35 @@ async def test_fifty_concurrent_creates_get_fifty_distinct_ports(api: httpx.Asyn
         ([answer.json()["id"] for answer in answers],),
     )
     assert sorted(allocated) == sorted(placed)
+
+
+async def test_a_create_whose_job_cannot_be_queued_leaves_nothing_behind(
+    api: httpx.AsyncClient, world: dict[str, Any]
+) -> None:
+    # GIVEN the only live host has no job queue (its worker never made one, or it went with the host)
+    _sql("UPDATE hosts SET heartbeat_at = now() - interval '1 hour' WHERE id = %s", (world["host_id"],))
+    lonely = f"test-host-{secrets.token_hex(6)}"
+    _sql(
+        "INSERT INTO hosts (id, address, cpu_capacity, memory_capacity_mb, heartbeat_at) "
+        "VALUES (%s, '127.0.0.1', 64, 65536, now())",
+        (lonely,),
+    )
+    body = {"image_id": world["image_id"], "name": "queued", "ports": [{"container_port": 8080}]}
+    try:
+        # WHEN the owner creates a container
+        refused = await api.post("/api/containers", json=body, headers=world["owner"].headers)
+        # THEN the answer says try again, and neither the record nor its host port is left behind
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["code"] == "dependency_unavailable"
+        assert _sql("SELECT count(*) FROM containers WHERE host_id = %s", (lonely,)) == [(0,)]
+        assert _sql("SELECT count(*) FROM port_allocations WHERE host_id = %s", (lonely,)) == [(0,)]
+        # WHEN the host's queue exists again and the owner tries again
+        ensure_host_queue(get_function_settings(), lonely)
+        retried = await api.post("/api/containers", json=body, headers=world["owner"].headers)
+        # THEN the name is free: the container is placed there
+        assert retried.status_code == 202, retried.text
+        assert _sql("SELECT name FROM containers WHERE host_id = %s", (lonely,)) == [("queued",)]
+    finally:
+        _sql("DELETE FROM containers WHERE host_id = %s", (lonely,))
+        _sql("DELETE FROM port_allocations WHERE host_id = %s", (lonely,))
+        _sql("DELETE FROM hosts WHERE id = %s", (lonely,))

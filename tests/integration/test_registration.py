@@ -49,6 +49,12 @@ async def world(test_database: str) -> AsyncIterator[dict[str, Any]]:
         "registry": registry,
         "sync": RegistrySync(registry, RegistrationStore(database), settings),
     }
+    # The host is live (a fresh heartbeat) but has no queue: left behind, it would take placements of the
+    # run's other tests.
+    async with database.transaction() as conn:
+        await conn.execute("DELETE FROM containers WHERE host_id = %s", (host_id,))
+        await conn.execute("DELETE FROM hosts WHERE id = %s", (host_id,))
+        await conn.execute("DELETE FROM users WHERE id = %s", (owner,))
 
 
 async def _container(world: dict[str, Any], status: str, service: str = "web", port: int | None = 30500) -> str:
