@@ -43,7 +43,7 @@ from worker.container_runtime import (
 from worker.context import JobContext
 from worker.image_jobs import JobFailed, ensure_local_image
 from worker.log_shipper import ship_container
-from worker.stats import sample_before_stop
+from worker.stats import Sample, sample_before_stop, store_final_sample
 from worker.tenant_networks import LEGACY_CUSTOMER_NETWORK, is_tenant_network
 
 logger = get_logger("worker")
@@ -336,7 +336,8 @@ async def converge_locked(
                 # cannot put the container back into traffic while it drains.
                 await store.set_status(container_id, desired, "stopping")
                 await _leave_traffic(context, container_id)
-                await _final_sample(context, container_id, docker_id)
+                # Removed only after its last logs are shipped: the use meanwhile goes unbilled (a delete).
+                await _store_final_sample(context, await _final_sample(context, container_id, docker_id))
             await _ship_final_logs(context, container_id, docker_id)
             await runtime.remove_container(docker_id)
         await release_ports(context.hosts, PortOwnerKind.CONTAINER, uuid.UUID(container_id))
@@ -350,8 +351,9 @@ async def converge_locked(
             if not await store.set_status(container_id, desired, "stopping"):
                 return
             await _leave_traffic(context, container_id)
-            await _final_sample(context, container_id, docker_id)
-            await runtime.stop_container(docker_id, STOP_TIMEOUT_SECONDS)
+            final = await _final_sample(context, container_id, docker_id)
+            ended_ns = await runtime.stop_container(docker_id, STOP_TIMEOUT_SECONDS)
+            await _store_final_sample(context, final, ended_ns)
         if await store.set_status(container_id, desired, "stopped") and running and docker_id is not None:
             stopped_state = await runtime.container_state(docker_id)
             if stopped_state is not None and stopped_state.get("finished_at") is not None:
@@ -377,8 +379,9 @@ async def converge_locked(
         if not await store.set_status(container_id, desired, "stopping"):
             return
         await _leave_traffic(context, container_id)
-        await _final_sample(context, container_id, docker_id)
-        await runtime.stop_container(docker_id, STOP_TIMEOUT_SECONDS)
+        final = await _final_sample(context, container_id, docker_id)
+        ended_ns = await runtime.stop_container(docker_id, STOP_TIMEOUT_SECONDS)
+        await _store_final_sample(context, final, ended_ns)
         running = False
     if running and row["status"] in ("running", "unhealthy"):
         # Already up and watched by the reconciler's health checks: nothing to change.
@@ -402,10 +405,17 @@ async def converge_locked(
     await settle_after_start(context, row, docker_id)
 
 
-async def _final_sample(context: JobContext, container_id: str, docker_id: str) -> None:
-    """The container's counters just before it stops, so its CPU and egress are metered to the end."""
+async def _final_sample(context: JobContext, container_id: str, docker_id: str) -> Sample | None:
+    """The container's counters just before it stops, so its CPU and egress are metered to the end; the caller
+    stops it next and then stores the sample (``_store_final_sample``) with the CPU counter the stop saw last."""
+    if context.stats is None:
+        return None
+    return await sample_before_stop(context.runtime, container_id, docker_id)
+
+
+async def _store_final_sample(context: JobContext, sample: Sample | None, ended_ns: int | None = None) -> None:
     if context.stats is not None:
-        await sample_before_stop(context.stats, context.runtime, container_id, docker_id)
+        await store_final_sample(context.stats, sample, ended_ns)
 
 
 def taken_port(error: str) -> int | None:

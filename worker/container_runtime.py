@@ -8,9 +8,14 @@ trying again will not help).
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import docker
@@ -112,8 +117,9 @@ class ContainerRuntime(Protocol):
         """Start a created or stopped container."""
         ...
 
-    async def stop_container(self, container_id: str, timeout_seconds: int = 10) -> None:
-        """Send SIGTERM, then SIGKILL after ``timeout_seconds``."""
+    async def stop_container(self, container_id: str, timeout_seconds: int = 10) -> int | None:
+        """Send SIGTERM, then SIGKILL after ``timeout_seconds``; the container's CPU counter (ns) at its end
+        when the runtime could watch it, else None."""
         ...
 
     async def remove_container(self, container_id: str) -> bool:
@@ -165,8 +171,52 @@ def _classify(exc: Exception, action: str) -> Exception:
     return RuntimeRetryable(f"Docker could not {action} right now: {exc}")
 
 
+# Threads of a runtime's own for its blocking Docker calls: the process's default executor (cores + 4) also
+# holds the job queues' long polls, and a stats reading holds its thread about two seconds (Docker takes two
+# readings a second apart), so sharing one pool let a round of stats delay a container's stop by seconds
+# (and the CPU it burnt meanwhile went unmetered). Stats have a pool of their own, as many as a round reads
+# at once (worker.stats.STATS_CONCURRENCY); every other call has the other.
+DOCKER_CALL_THREADS = 16
+DOCKER_STATS_THREADS = 8
+
+
+# A container's cumulative CPU counter under the host's cgroup mount: cgroup v1 (cgroupfs, and the
+# combined cpu,cpuacct mount), then v2 (systemd's scope, cgroupfs). Visible when the worker runs on the host.
+_CPU_COUNTER_FILES = (
+    "/sys/fs/cgroup/cpuacct/docker/{id}/cpuacct.usage",
+    "/sys/fs/cgroup/cpu,cpuacct/docker/{id}/cpuacct.usage",
+    "/sys/fs/cgroup/system.slice/docker-{id}.scope/cpu.stat",
+    "/sys/fs/cgroup/docker/{id}/cpu.stat",
+)
+CPU_WATCH_INTERVAL_SECONDS = 0.01
+_FULL_ID = frozenset("0123456789abcdef")
+
+
+def _cpu_counter_files(full_id: str) -> list[Path]:
+    if len(full_id) != 64 or not set(full_id) <= _FULL_ID:
+        return []
+    return [Path(pattern.format(id=full_id)) for pattern in _CPU_COUNTER_FILES]
+
+
+def _read_cpu_counter(files: list[Path]) -> int | None:
+    """The counter in nanoseconds from the first file that exists; None when none does (any more)."""
+    for path in files:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        if path.name == "cpu.stat":
+            for line in text.splitlines():
+                name, _, value = line.partition(" ")
+                if name == "usage_usec":
+                    return int(value) * 1000
+            return None
+        return int(text.strip())
+    return None
+
+
 class DockerRuntime:
-    """ContainerRuntime over the Docker Engine API (docker SDK), blocking calls run in threads."""
+    """ContainerRuntime over the Docker Engine API (docker SDK), blocking calls run in threads of its own."""
 
     def __init__(self, base_url: str | None = None, timeout: float = 120.0) -> None:
         self._timeout = timeout
@@ -175,13 +225,26 @@ class DockerRuntime:
             if base_url
             else docker.from_env(timeout=int(timeout))
         )
+        self._calls = ThreadPoolExecutor(DOCKER_CALL_THREADS, thread_name_prefix="docker")
+        self._stats = ThreadPoolExecutor(DOCKER_STATS_THREADS, thread_name_prefix="docker-stats")
 
     async def _run(self, action: str, call: Any, *args: Any, **kwargs: Any) -> Any:
         return await self._run_within(self._timeout, action, call, *args, **kwargs)
 
-    async def _run_within(self, seconds: float, action: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+    async def _run_within(
+        self,
+        seconds: float,
+        action: str,
+        call: Any,
+        *args: Any,
+        pool: ThreadPoolExecutor | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        # As asyncio.to_thread, with the caller's context (request ids in log lines), in the runtime's pool.
+        bound = functools.partial(contextvars.copy_context().run, call, *args, **kwargs)
+        running = asyncio.get_running_loop().run_in_executor(pool or self._calls, bound)
         try:
-            return await asyncio.wait_for(asyncio.to_thread(call, *args, **kwargs), seconds + 5)
+            return await asyncio.wait_for(running, seconds + 5)
         except TimeoutError as exc:
             raise RuntimeRetryable(f"Docker did not {action} within {seconds:.0f}s") from exc
         except ImageNotFound:
@@ -310,15 +373,39 @@ class DockerRuntime:
         """Start a created or stopped container."""
         await self._run("start the container", self._client.api.start, container_id)
 
-    async def stop_container(self, container_id: str, timeout_seconds: int = 10) -> None:
-        """Send SIGTERM, then SIGKILL after ``timeout_seconds``."""
-        await self._run_within(
-            self._timeout + timeout_seconds,
-            "stop the container",
-            self._client.api.stop,
-            container_id,
-            timeout=timeout_seconds,
-        )
+    async def stop_container(self, container_id: str, timeout_seconds: int = 10) -> int | None:
+        """Send SIGTERM, then SIGKILL after ``timeout_seconds``; the container's CPU counter (ns) at its end,
+        read from its cgroup every few milliseconds while it stops (metering's last figure: the counter goes
+        with the container, and what it burns while Docker delivers the signal and it shuts down is its
+        use too), or None when this process cannot see the host's cgroup files."""
+
+        def stop() -> int | None:
+            full_id = container_id
+            if len(full_id) != 64:
+                full_id = str(self._client.api.inspect_container(container_id)["Id"])
+            files = _cpu_counter_files(full_id)
+            last = _read_cpu_counter(files)
+            done = threading.Event()
+
+            def watch() -> None:
+                nonlocal last
+                while last is not None and not done.wait(CPU_WATCH_INTERVAL_SECONDS):
+                    value = _read_cpu_counter(files)
+                    if value is None:
+                        return  # the cgroup went with the container: ``last`` is its end
+                    last = max(last, value)
+
+            watcher = threading.Thread(target=watch, name="docker-stop-cpu", daemon=True)
+            watcher.start()
+            try:
+                self._client.api.stop(container_id, timeout=timeout_seconds)
+            finally:
+                done.set()
+                watcher.join()
+            return last
+
+        ended: int | None = await self._run_within(self._timeout + timeout_seconds, "stop the container", stop)
+        return ended
 
     async def remove_container(self, container_id: str) -> bool:
         """Force-remove a container; False when it was already gone."""
@@ -404,7 +491,14 @@ class DockerRuntime:
     async def container_stats(self, container_id: str) -> dict[str, float]:
         """One sample of CPU, memory, network and block I/O use, by ``StatField``."""
         # stream=False (not one_shot) lets Docker take two readings, so the CPU delta has something to compare.
-        raw = await self._run("read the container's stats", self._client.api.stats, container_id, stream=False)
+        raw = await self._run_within(
+            self._timeout,
+            "read the container's stats",
+            self._client.api.stats,
+            container_id,
+            stream=False,
+            pool=self._stats,
+        )
         return _stats_summary(raw)
 
     async def container_sizes(self, container_ids: Sequence[str]) -> dict[str, int]:
@@ -413,8 +507,13 @@ class DockerRuntime:
         if not container_ids:
             return {}
         # One listing with size=True sizes them all (the same SizeRw as inspecting each with size=True).
-        found = await self._run(
-            "size the containers", self._client.api.containers, size=True, filters={"id": list(container_ids)}
+        found = await self._run_within(
+            self._timeout,
+            "size the containers",
+            self._client.api.containers,
+            size=True,
+            filters={"id": list(container_ids)},
+            pool=self._stats,
         )
         # The listing omits a zero SizeRw; SizeRootFs shows the container was sized.
         return {item["Id"]: int(item.get("SizeRw") or 0) for item in found if "SizeRw" in item or "SizeRootFs" in item}

@@ -25,6 +25,9 @@ logger = get_logger("worker")
 
 STATS_CONCURRENCY = 8
 
+# (container id, when, values by StatField): one row of container_stats.
+Sample = tuple[str, datetime, dict[str, Any]]
+
 
 def _fs_bytes(sizes: dict[str, int], docker_id: str) -> int | None:
     if docker_id in sizes:
@@ -33,9 +36,7 @@ def _fs_bytes(sizes: dict[str, int], docker_id: str) -> int | None:
     return next((size for full_id, size in sizes.items() if full_id.startswith(docker_id)), None)
 
 
-async def _sample_one(
-    runtime: ContainerRuntime, limit: asyncio.Semaphore, row: dict[str, Any]
-) -> tuple[str, datetime, dict[str, Any]] | None:
+async def _sample_one(runtime: ContainerRuntime, limit: asyncio.Semaphore, row: dict[str, Any]) -> Sample | None:
     async with limit:
         try:
             raw = await runtime.container_stats(row["docker_id"])
@@ -75,14 +76,26 @@ async def sample_round(store: StatsStore, runtime: ContainerRuntime, settings: W
     return inserted
 
 
-async def sample_before_stop(store: StatsStore, runtime: ContainerRuntime, container_id: str, docker_id: str) -> None:
-    """Store one last sample of a running container about to be stopped or removed: metering takes CPU-seconds
-    and egress from the counters' growth between samples, so without it the use since the last round (up to
-    ``worker_stats_interval_seconds``) would go unbilled. Best effort: a failure only loses that remainder."""
+async def sample_before_stop(runtime: ContainerRuntime, container_id: str, docker_id: str) -> Sample | None:
+    """One last sample of a running container about to be stopped or removed: metering takes CPU-seconds and
+    egress from the counters' growth between samples, so without it the use since the last round (up to
+    ``worker_stats_interval_seconds``) would go unbilled. The caller stops the container and stores the sample
+    after (``store_final_sample``), with the CPU counter the stop read at the container's end when it could.
+    None when Docker gave no reading (best effort: only that remainder is lost)."""
     sample = await _sample_one(runtime, asyncio.Semaphore(1), {"id": container_id, "docker_id": docker_id})
+    if sample is not None:
+        sample[2][StatField.FS_BYTES] = None
+    return sample
+
+
+async def store_final_sample(store: StatsStore, sample: Sample | None, ended_ns: int | None = None) -> None:
+    """Store what ``sample_before_stop`` read, its CPU counter moved on to ``ended_ns`` (the counter at the
+    container's end, read by the stop) when given; a failure is logged and only loses that remainder."""
     if sample is None:
         return
-    sample[2][StatField.FS_BYTES] = None
+    container_id, _, values = sample
+    if ended_ns is not None and ended_ns >= int(values.get(StatField.CPU_USAGE_NS) or 0):
+        sample = (container_id, datetime.now(UTC), {**values, StatField.CPU_USAGE_NS: ended_ns})
     try:
         await store.insert([sample])
     except DependencyError as exc:

@@ -28,6 +28,8 @@ from worker.container_runtime import (
     DockerRuntime,
     LogStream,
     RuntimeFinal,
+    _cpu_counter_files,
+    _read_cpu_counter,
 )
 
 pytestmark = pytest.mark.docker
@@ -332,6 +334,41 @@ async def test_stop_then_remove_twice(
     assert await runtime.remove_container(container_id) is True
     assert await runtime.remove_container(container_id) is False
     assert await runtime.container_state(container_id) is None
+
+
+# Busy until SIGTERM, then busy a while more (its shutdown), then gone.
+BURN_THEN_SHUT_DOWN = [
+    "sh",
+    "-c",
+    "trap 'i=0; while [ $i -lt 60000 ]; do i=$((i+1)); done; exit 0' TERM; while :; do :; done",
+]
+
+
+def _cpu_counter_now(full_id: str) -> int | None:
+    return _read_cpu_counter(_cpu_counter_files(full_id))
+
+
+async def test_a_stop_answers_the_cpu_counter_at_the_containers_end(
+    runtime: DockerRuntime, web_image: str, network: str, cleanup: list[str]
+) -> None:
+    # GIVEN a running container that burns CPU, and burns more while it shuts down after SIGTERM
+    spec = _spec(web_image, network, command=BURN_THEN_SHUT_DOWN)
+    cleanup.append(spec.name)
+    container_id = await runtime.create_container(spec)
+    await runtime.start_container(container_id)
+    await asyncio.sleep(0.5)
+    before = _cpu_counter_now(container_id)
+    if before is None:
+        pytest.skip("this process cannot see the host's cgroup files (the worker then meters from Docker's stats)")
+
+    # WHEN it is stopped
+    ended = await runtime.stop_container(container_id, timeout_seconds=10)
+
+    # THEN the stop answers the counter at its end: past the last reading before it, by the shutdown's CPU too
+    stopped = await runtime.container_state(container_id)
+    assert stopped is not None and stopped["status"] == "exited" and stopped["exit_code"] == 0, stopped
+    assert ended is not None and ended - before >= 50_000_000, (before, ended)
+    assert _cpu_counter_now(container_id) is None  # the counter went with the container: only the stop saw it
 
 
 async def test_a_missing_image_is_a_final_error(runtime: DockerRuntime, network: str, cleanup: list[str]) -> None:
