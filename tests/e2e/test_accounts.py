@@ -213,7 +213,7 @@ def test_deleting_an_account_removes_everything_it_owns_and_a_second_delete_answ
     wait_until(lambda: not _object_exists(object_key), timeout=60, message="the archive stayed in storage")
 
     def image_gone() -> bool:
-        return not [i for i in docker_client.images.list(name=f"berth/{user.id}/*")]
+        return not docker_client.api.images(name=f"berth/{user.id}/*")
 
     wait_until(image_gone, timeout=90, interval=1, message="the image stayed in Docker")
     with psycopg.connect(test_database) as conn:

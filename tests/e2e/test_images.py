@@ -118,7 +118,7 @@ def test_findings_image_end_to_end(
     assert client.delete(f"/api/images/{image['id']}", headers=user.auth_headers).status_code == 204
     assert client.get(f"/api/images/{image['id']}", headers=user.auth_headers).status_code == 404
     wait_until(
-        lambda: not docker_client.images.list(name=reference),
+        lambda: not docker_client.api.images(name=reference),
         timeout=30,
         interval=0.2,
         message=f"{reference} still in Docker after delete",
