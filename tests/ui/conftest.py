@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import boto3
 import httpx
 import pytest
 
+from gateway.settings import GatewaySettings
 from tests.conftest import LOCAL_AWS_URL, PROJECT_ROOT, RunningGateway
 from tests.support.waiting import wait_until
 
@@ -54,8 +56,22 @@ def _backing_services(backing_services: None) -> None:
 
 
 @pytest.fixture(scope="session")
-def ui_origin(gateway: RunningGateway, local_aws: str) -> str:
-    """The test gateway's origin, allowed by the images bucket's CORS rule so the browser may POST there."""
+def ui_started(gateway: RunningGateway) -> None:
+    """The browser tests meet a running platform, as its users do: the ui function's instances (as many as the
+    gateway runs at once; a page loads its modules in parallel) are started before the first page. On a
+    loaded machine their cold starts, met by a page, outlasted its 15 s session resume."""
+    default = GatewaySettings.model_fields["gateway_function_concurrency"].default
+    instances = int(gateway.env.get("BERTH_GATEWAY_FUNCTION_CONCURRENCY", default))
+    with ThreadPoolExecutor(instances) as pool:
+        answers = list(pool.map(lambda _: httpx.get(f"{gateway.url}/ui/", timeout=120).status_code, range(instances)))
+    assert answers == [200] * instances, answers
+
+
+@pytest.fixture
+def ui_origin(gateway: RunningGateway, local_aws: str, ui_started: None) -> str:
+    """The test gateway's origin, allowed by the images bucket's CORS rule so the browser may POST there.
+    Set for each test: other tests of the run's process set the bucket up afresh (ensure_aws_resources),
+    which puts back the rule of `berth local up`'s own origins."""
     origin = gateway.url
     s3 = boto3.client("s3", endpoint_url=LOCAL_AWS_URL, region_name="us-east-1")
     bucket = gateway.env.get("BERTH_IMAGES_BUCKET", "berth-images")
@@ -65,6 +81,9 @@ def ui_origin(gateway: RunningGateway, local_aws: str) -> str:
             rule["AllowedOrigins"] = [*rule["AllowedOrigins"], origin]
     s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": rules})
     return origin
+
+
+NETWORK_CHANGED = "net::ERR_NETWORK_CHANGED"
 
 
 @dataclass
@@ -81,8 +100,18 @@ class BrowserSession:
     failed_responses: list[str] = field(default_factory=list)
 
     def open(self, route: str = "") -> None:
-        """Open the dashboard at ``route`` (a hash route such as "/containers")."""
+        """Open the dashboard at ``route`` (a hash route such as "/containers").
+
+        Chromium aborts the loads in flight when the machine's network changes (net::ERR_NETWORK_CHANGED),
+        and Docker changes it whenever a container starts or stops (its veth pair, a tenant's bridge): on
+        this machine, not the user's. A page whose modules were aborted so is loaded again (twice at most)."""
+        seen = len(self.console_errors)
         self.page.goto(f"{self.base_url}/ui/" + (f"#{route}" if route else ""))
+        for _ in range(2):
+            if not any(NETWORK_CHANGED in error for error in self.console_errors[seen:]):
+                return
+            seen = len(self.console_errors)
+            self.page.reload()
 
     def go(self, route: str) -> None:
         """Navigate inside the running app (no reload: the session stays in memory)."""
@@ -192,8 +221,23 @@ def sign_up_in_browser(session: BrowserSession, email: str, password: str) -> No
     page.wait_for_url("**/ui/#/images")
 
 
+def page_state(session: BrowserSession) -> str:
+    """What the page shows and what it asked for: for a failure's message."""
+    with contextlib.suppress(Exception):
+        shown = session.page.locator("body").inner_text(timeout=2_000)[:300]
+        return (
+            f"url {session.page.url}; shows {shown!r}; {session.in_flight} request(s) in flight; last requests "
+            f"{session.requests[-8:]}; console errors {session.console_errors[-5:]}"
+        )
+    return f"url {session.page.url}; requests {session.requests[-8:]}"
+
+
 def sign_in_in_browser(session: BrowserSession, email: str, password: str) -> None:
     page = session.page
+    try:
+        page.get_by_label("Email").wait_for()
+    except Exception as exc:
+        raise AssertionError(f"no sign-in form: {page_state(session)}") from exc
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()

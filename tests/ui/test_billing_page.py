@@ -79,8 +79,7 @@ def test_billing_page_shows_quotas_usage_invoice_and_quota_errors(
         )
 
     # WHEN they open Billing from the navigation
-    page.goto(f"{session.base_url}/ui/#/signin", timeout=90_000)  # session.open, patient on a busy machine
-    expect(page.get_by_label("Email")).to_be_visible(timeout=60_000)  # a cold ui function on a busy machine
+    session.open("/signin")
     sign_in_in_browser(session, email, password)
     page.wait_for_url(re.compile(r".*/ui/#/(containers|images)$"))
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Billing").click()

@@ -56,8 +56,8 @@ async function readError(response) {
   return apiError;
 }
 
-async function send(method, url, { body, headers = {} } = {}) {
-  const init = { method, headers: { Accept: "application/json", ...headers }, credentials: "same-origin", cache: "no-store" };
+async function send(method, url, { body, headers = {}, signal } = {}) {
+  const init = { method, headers: { Accept: "application/json", ...headers }, credentials: "same-origin", cache: "no-store", signal };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -65,6 +65,7 @@ async function send(method, url, { body, headers = {} } = {}) {
   try {
     return await fetch(url, init);
   } catch (cause) {
+    if (signal?.aborted) throw cause; // the caller gave up on this call: not a network failure
     const error = new ApiError(0, "network_error", "Berth did not answer (the network or the server is down).");
     error.cause = cause;
     throw error;
@@ -95,11 +96,15 @@ export async function signUp(email, password) {
   return signIn(email, password);
 }
 
+const REFRESH_TIMEOUT_MS = 15_000;
+
 /** Resume or renew the session from the cookie; true when it worked. Concurrent callers share one call. */
 export function refreshSession() {
   refreshInFlight ??= (async () => {
     try {
-      const response = await send("POST", "/ui/session/refresh", { headers: { "X-Berth-UI": "1" } });
+      // Bounded: the dashboard waits on this before it shows anything; a refresh that never answers leaves
+      // the user at the sign-in page rather than at "Loading the dashboard…".
+      const response = await send("POST", "/ui/session/refresh", { headers: { "X-Berth-UI": "1" }, signal: AbortSignal.timeout(REFRESH_TIMEOUT_MS) });
       if (!response.ok) {
         forgetSession();
         return false;
@@ -140,12 +145,12 @@ function withQuery(path, query) {
  * Call the public API as the signed-in user. On a 401 the session is refreshed once and the call retried;
  * when that fails too, the app is told (it shows sign-in) and SessionExpired is thrown.
  */
-export async function api(method, path, { body, query, accept } = {}) {
+export async function api(method, path, { body, query, accept, signal } = {}) {
   const url = withQuery(`/api${path}`, query);
   for (let attempt = 0; attempt < 2; attempt += 1) {
     const headers = accessToken ? { Authorization: `Bearer ${accessToken}` } : {};
     if (accept) headers.Accept = accept; // e.g. "text/csv": the answer is returned as a Blob
-    const response = await send(method, url, { body, headers });
+    const response = await send(method, url, { body, headers, signal });
     if (response.status === 401 && attempt === 0 && (await refreshSession())) continue;
     if (response.status === 401) {
       forgetSession();

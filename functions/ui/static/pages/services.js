@@ -223,9 +223,13 @@ function listenerCard(ctx, listener, containersById) {
     errors.node,
     h("div", { class: "actions" }, remove),
   );
+  // Cancels the card's statistics calls: once the listener is being deleted they could only answer 404.
+  const live = new AbortController();
   remove.addEventListener("click", async () => {
     const ok = await confirmDialog({ title: "Delete listener?", message: `Stop serving ${listener.service} on port ${listener.port}? The containers keep running.` });
     if (!ok) return;
+    stop();
+    live.abort();
     try {
       await api("DELETE", `/load-balancer/listeners/${encodeURIComponent(listener.id)}`);
       announce(`Deleted the listener on port ${listener.port}.`);
@@ -242,9 +246,10 @@ function listenerCard(ctx, listener, containersById) {
     try {
       series = await api("GET", `/load-balancer/listeners/${encodeURIComponent(listener.id)}/stats`, {
         query: { from: new Date(now - HISTORY_MINUTES * 60_000).toISOString(), step: HISTORY_STEP_SECONDS },
+        signal: live.signal,
       });
     } catch (error) {
-      if (ctx.alive()) errors.show(error);
+      if (ctx.alive() && !live.signal.aborted) errors.show(error);
       return;
     }
     if (!ctx.alive()) return;
@@ -263,12 +268,12 @@ function listenerCard(ctx, listener, containersById) {
     if (!historyLoaded) await loadHistory();
     let stats;
     try {
-      stats = await api("GET", `/load-balancer/listeners/${encodeURIComponent(listener.id)}/stats`);
+      stats = await api("GET", `/load-balancer/listeners/${encodeURIComponent(listener.id)}/stats`, { signal: live.signal });
     } catch (error) {
-      if (ctx.alive()) errors.show(error);
+      if (ctx.alive() && !live.signal.aborted) errors.show(error);
       return;
     }
-    if (!ctx.alive()) return;
+    if (!ctx.alive() || live.signal.aborted) return;
     errors.clear();
     const now = Date.now();
     rpsSeries.push(stats.rps, now);
