@@ -7,6 +7,7 @@ by the first request and reused by every later one, as a Lambda execution enviro
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -53,8 +54,11 @@ class Database:
             open=False,
             timeout=10,
             kwargs={"row_factory": dict_row, "autocommit": False},
+            configure=self._track,
         )
         self._opened = False
+        # Every connection the pool made, so that a pool whose event loop is gone can still let them go.
+        self._connections: weakref.WeakSet[psycopg.AsyncConnection[DictRow]] = weakref.WeakSet()
         # Concurrent first requests must not open the pool twice (psycopg_pool asserts on that).
         self._open_lock = asyncio.Lock()
 
@@ -70,6 +74,17 @@ class Database:
         if self._opened:
             await self._pool.close()
             self._opened = False
+
+    async def _track(self, conn: psycopg.AsyncConnection[DictRow]) -> None:
+        self._connections.add(conn)
+
+    def abandon(self) -> None:
+        """End the server sessions of a pool whose event loop has closed (it cannot be closed through that
+        loop any more): without this each would hold a PostgreSQL connection slot until the process exits."""
+        for conn in list(self._connections):
+            conn.pgconn.finish()
+        self._connections.clear()
+        self._opened = False
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection[DictRow]]:
@@ -121,13 +136,20 @@ class Database:
             return cursor.rowcount
 
 
-_databases: dict[tuple[int, str], Database] = {}
+# Pools by event loop and URL. The loop is kept with its pools: its id cannot be reused by a new loop before
+# the entry is dropped, which happens at the first call after the loop closed (a process that runs one loop
+# after another, as a test runner does, otherwise kept every old loop's connections open).
+_databases: dict[tuple[int, str], tuple[asyncio.AbstractEventLoop, Database]] = {}
 
 
 def get_database(url: str, max_size: int = 10) -> Database:
     """The process's pool for ``url`` on the running event loop (a cached factory)."""
-    key = (id(asyncio.get_running_loop()), url)
-    database = _databases.get(key)
-    if database is None:
-        database = _databases[key] = Database(url, max_size)
-    return database
+    loop = asyncio.get_running_loop()
+    for key, (other, database) in list(_databases.items()):
+        if other.is_closed():
+            del _databases[key]
+            database.abandon()
+    entry = _databases.get((id(loop), url))
+    if entry is None:
+        entry = _databases[(id(loop), url)] = (loop, Database(url, max_size))
+    return entry[1]
