@@ -191,12 +191,20 @@ async def meter_round(
     return inserted
 
 
+async def fleet_round(store: MeteringStore, settings: WorkerSettings) -> int:
+    """``meter_round`` unless another process meters now: every worker of the fleet runs the metering task,
+    and the rounds of one moment would all meter the same windows (idempotent, but the work done N times)."""
+    async with store.round_lock() as claimed:
+        return await meter_round(store, settings) if claimed else 0
+
+
 def metering_task(store: MeteringStore, settings: WorkerSettings) -> PeriodicTask:
-    """Metering every ``metering_interval_seconds``; a failed round is retried by the next one."""
+    """Metering every ``metering_interval_seconds`` (by one worker of the fleet at a time); a failed round is
+    retried by the next one."""
     return PeriodicTask(
         "metering",
         settings.metering_interval_seconds,
-        functools.partial(meter_round, store, settings),
+        functools.partial(fleet_round, store, settings),
         retry_on=(DependencyError,),
     )
 

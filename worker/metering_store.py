@@ -4,7 +4,8 @@ got."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -15,6 +16,8 @@ from shared.traffic_history import LISTENER_TOTAL
 
 # Container statuses in which Docker runs the container: its replica and its memory reservation are billed.
 RUNNING_STATUSES = ("starting", "running", "unhealthy", "stopping")
+# The advisory lock a metering round of the fleet holds (every worker runs the task; one meters at a time).
+ROUND_LOCK = "berth.metering"
 # The traffic history resolution listeners are metered from (its rows are the finest, and fit any window).
 TRAFFIC_RESOLUTION = 10
 
@@ -44,6 +47,15 @@ class UsageRecord:
 class MeteringStore:
     def __init__(self, database: Database) -> None:
         self._db = database
+
+    @asynccontextmanager
+    async def round_lock(self) -> AsyncIterator[bool]:
+        """Whether this process may meter now: a transaction-level advisory lock, held for the block, that no
+        other process holds (it goes with the connection of a process killed meanwhile)."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s)) AS claimed", (ROUND_LOCK,))
+            row = await cursor.fetchone()
+            yield bool(row and row["claimed"])
 
     async def cursor(self, name: str) -> datetime | None:
         """The end of the last window metered by ``name`` (None before the first round)."""

@@ -13,7 +13,6 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -32,8 +31,8 @@ from shared.config import get_function_settings
 from shared.db import get_database
 from shared.jobs import ensure_host_queue
 from tests.support.function_apps import client_of, verified_by_auth
-from worker.metering import CURSOR, meter_round
-from worker.metering_store import MeteringStore
+from worker.metering import CURSOR, fleet_round, meter_round
+from worker.metering_store import ROUND_LOCK, MeteringStore
 from worker.settings import WorkerSettings
 
 WINDOW = 60
@@ -182,10 +181,41 @@ def _aligned_past(minutes: int) -> datetime:
 
 
 @pytest.fixture
-async def metering() -> MeteringStore:
+async def metering_lock() -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """The fleet's metering lock, held for the test: the session's worker meters the same database by the real
+    clock, and its rounds skip while another process holds the lock."""
+    url = get_function_settings().database_url
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as held:
+        await held.execute("SELECT pg_advisory_lock(hashtext(%s))", (ROUND_LOCK,))
+        yield held
+
+
+@pytest.fixture
+async def metering(metering_lock: psycopg.AsyncConnection[Any]) -> MeteringStore:
+    """The metering store, this test's alone (see ``metering_lock``)."""
     # Every test meters from the beginning again: metering twice must change nothing anyway.
     _sql("DELETE FROM meter_cursors WHERE name = %s", (CURSOR,))
     return MeteringStore(get_database(get_function_settings().database_url))
+
+
+async def test_one_process_of_the_fleet_meters_at_a_time(
+    world: dict[str, Any], metering: MeteringStore, metering_lock: psycopg.AsyncConnection[Any]
+) -> None:
+    # GIVEN a container that ran one window, while another process meters (it holds the fleet's lock)
+    base = _aligned_past(5)
+    container = _container(world, base)
+    _event(container, base, "running")
+    _event(container, base + timedelta(seconds=WINDOW), "stopped")
+
+    # WHEN this worker's round comes THEN it skips: nothing metered, the cursor not moved
+    assert await fleet_round(metering, _settings()) == 0
+    assert await metering.cursor(CURSOR) is None and _totals(world["owner"].id) == {}
+
+    # WHEN the other process is done THEN a round meters the window (this one, or the session's worker's)
+    await metering_lock.execute("SELECT pg_advisory_unlock(hashtext(%s))", (ROUND_LOCK,))
+    await fleet_round(metering, _settings())
+    assert _totals(world["owner"].id)["replica_seconds"] == Decimal(WINDOW)
+    assert await metering.cursor(CURSOR) is not None
 
 
 async def test_lifecycle_and_counters_are_metered_exactly(world: dict[str, Any], metering: MeteringStore) -> None:
@@ -296,11 +326,7 @@ async def test_a_crash_between_the_write_and_the_cursor_counts_once(
 async def test_a_late_sample_within_the_grace_lands_once_in_its_window(
     world: dict[str, Any], metering: MeteringStore
 ) -> None:
-    # GIVEN a container with a sample early in a window that has just ended (its grace still running); started
-    # early in a real window, so the session's own worker, metering by the real clock, cannot close the window
-    # (and move its mark past it) while this test is still writing its samples
-    if time.time() % WINDOW > 10:
-        await asyncio.sleep(WINDOW - time.time() % WINDOW + 0.5)
+    # GIVEN a container with a sample early in a window that has just ended (its grace still running)
     now = datetime.now(UTC)
     epoch = int(now.timestamp())
     window_end = datetime.fromtimestamp(epoch - epoch % WINDOW, UTC)

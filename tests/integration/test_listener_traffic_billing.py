@@ -45,6 +45,7 @@ from tests.integration.test_billing import (  # noqa: F401
     _traffic,
     apps,
     metering,
+    metering_lock,
     world,
 )
 from worker.metering import CURSOR, meter_round, meter_window, window_bounds
