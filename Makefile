@@ -4,6 +4,8 @@ SHELL := /bin/bash
 VENV := .venv
 BERTH := $(VENV)/bin/berth
 PYTEST_ARGS ?=
+# `make test` runs the suite in this many processes (pytest-xdist), each a run of its own (tests/conftest.py).
+TEST_PROCESSES ?= 2
 BENCH_ARGS ?=
 
 .PHONY: help bootstrap up down status test lint format bench bench-images bench-containers bench-services bench-lb chaos soak
@@ -12,7 +14,7 @@ help:
 	@echo "make up        prepare this machine, then start the local platform (gateway on :8080)"
 	@echo "make down      stop what 'make up' started (PostgreSQL, Redis and Docker keep running)"
 	@echo "make status    what runs where"
-	@echo "make test      prepare this machine, then run every test (PYTEST_ARGS='-k auth' to narrow)"
+	@echo "make test      prepare this machine, then run every test in 2 processes (PYTEST_ARGS='-k auth' to narrow, TEST_PROCESSES=1)"
 	@echo "make chaos     only the chaos suite: kill each part of a private platform under traffic (~3 min)"
 	@echo "make lint      ruff, ruff format --check, mypy, and the AWS template linters"
 	@echo "make format    apply ruff's formatting and safe fixes"
@@ -36,7 +38,7 @@ status:
 	$(BERTH) local status
 
 test: bootstrap
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 
 # Part of `make test` too (tests/chaos); this runs it alone.
 chaos: bootstrap

@@ -30,6 +30,7 @@ import httpx
 import pytest
 import redis
 
+from tests.chaos.outcomes import CHAOS_TABLE
 from tests.support.dns import LocalResolver, resolver_thread
 from tests.support.waiting import wait_until
 
@@ -61,11 +62,36 @@ LB_SHARED_HTTPS_PORT = free_port()
 # Where the load-balancer function asks for host names' TXT proofs: the `hostname_resolver` fixture's server.
 HOSTNAME_RESOLVER_PORT = free_udp_port()
 
+
+# How many test processes run at once (pytest-xdist's `-n`; 1 without it).
+PROCESSES = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+
+
+def port_slice(first: int, last: int) -> tuple[int, int]:
+    """This test process's share of ``first..last``. A parallel run (pytest-xdist, `-n 2`) runs each of its
+    processes as a run of its own (RUN_ID, database, moto, gateway, worker, lb-runtime) on one machine: the
+    host ports its containers publish and the listener ports its lb-runtime binds are split between them, so
+    no two processes hand out the same port. A run of one process keeps the whole range."""
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    size = (last - first + 1) // PROCESSES
+    return first + index * size, first + (index + 1) * size - 1
+
+
+HOST_PORTS = port_slice(30000, 32767)
+LISTENER_PORTS = port_slice(20000, 29999)
+
 # Settings are read from the environment at first use; point them at the test's own resources.
 os.environ.update(
     {
         "BERTH_ENVIRONMENT": "test",
+        "BERTH_HOST_PORT_RANGE_START": str(HOST_PORTS[0]),
+        "BERTH_HOST_PORT_RANGE_END": str(HOST_PORTS[1]),
+        "BERTH_LB_PORT_RANGE_START": str(LISTENER_PORTS[0]),
+        "BERTH_LB_PORT_RANGE_END": str(LISTENER_PORTS[1]),
         "BERTH_DATABASE_URL": TEST_DATABASE_URL,
+        # The processes of a parallel run share one PostgreSQL (100 connections by default): the pools of
+        # each run's processes (worker, functions, this one) are kept smaller than a deployment's.
+        "BERTH_DATABASE_POOL_MAX": os.environ.get("BERTH_DATABASE_POOL_MAX", "10" if PROCESSES == 1 else "6"),
         "BERTH_REDIS_PREFIX": TEST_REDIS_PREFIX,
         "BERTH_LOG_LEVEL": os.environ.get("BERTH_LOG_LEVEL", "WARNING"),
         "BERTH_AWS_ENDPOINT_URL": LOCAL_AWS_URL,
@@ -107,6 +133,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         path = item.path.resolve()
         if path.is_relative_to(tests_dir) and (kind := path.relative_to(tests_dir).parts[0]) in MARKED_KINDS:
             item.add_marker(kind)
+
+
+# The chaos suite's table (tests/chaos), from the test's report: printed at the end of the run whether its
+# assertions passed or not, and whichever test process ran it.
+_CHAOS_TABLES: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call":
+        _CHAOS_TABLES.extend(str(value) for name, value in report.user_properties if name == CHAOS_TABLE)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for table in _CHAOS_TABLES:
+        terminalreporter.section("chaos: one component at a time, under traffic")
+        terminalreporter.write_line(table)
 
 
 def wait_for_http(url: str, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None) -> None:

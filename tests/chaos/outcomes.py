@@ -25,6 +25,9 @@ class Outcome:
 
 
 RESULTS: list[Outcome] = []
+# The test's user property that carries the rendered table to the end of the run (from a pytest-xdist
+# process too, whose reports the run's controller receives): tests/conftest.py prints it.
+CHAOS_TABLE = "chaos_table"
 
 COLUMNS = ("component", "failed requests", "API errors", "items lost", "items duplicated", "recovery s")
 

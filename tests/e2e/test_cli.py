@@ -20,7 +20,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import PROJECT_ROOT, RUN_ID, RunningGateway, RunningWorker
+from tests.conftest import LISTENER_PORTS, PROJECT_ROOT, RUN_ID, RunningGateway, RunningWorker
 from tests.support.docker_images import build_test_image, save_image
 from worker.container_runtime import CONTAINER_ID_LABEL
 
@@ -177,7 +177,7 @@ def test_a_user_session_from_login_to_logout(
 
     # WHEN a listener is put in front of the service
     listener = cli.json("listeners", "create", "--service", "web")
-    assert listener["service"] == "web" and 20000 <= listener["port"] <= 29999
+    assert listener["service"] == "web" and LISTENER_PORTS[0] <= listener["port"] <= LISTENER_PORTS[1]
     assert [item["id"] for item in cli.json("listeners", "ls")] == [listener["id"]]
 
     # WHEN a replica is stopped, and everything removed
@@ -238,18 +238,26 @@ def test_a_service_deployed_scaled_and_rolled_back_from_the_cli(
     check = ("--health-check", "http", "--health-path", "/cgi-bin/whoami", "--health-interval", "1")
 
     # WHEN `services deploy` names a service that does not exist: it is created, and followed until healthy
+    # (a regional minimum that is no whole number is refused before anything is sent)
+    wrong = cli.run("services", "deploy", "web", "--image", image_id, "--region", "local=two")
+    assert wrong.returncode == 2 and "--region takes NAME=MIN" in wrong.stderr
+    assert cli.json("services", "ls") == []
     created = cli.run(
-        "services", "deploy", "web", "--image", image_id, "--replicas", "2", "--port", "8080", *check, *rolling
-    )
+        "services", "deploy", "web", "--image", image_id, "--replicas", "2", "--port", "8080", "--region", "local=1",
+        *check, *rolling,
+    )  # fmt: skip
     assert created.returncode == 0, created.stderr
     assert "created" in created.stderr and "release 1 of web is healthy" in created.stderr
     assert "web.internal" in created.stdout
     service = cli.json("services", "show", "web")
     assert service["replicas"] == service["running_replicas"] == 2 and service["release_status"] == "healthy"
+    assert service["regions"] == [{"name": "local", "min": 1}]
+    assert "regions local (at least 1)" in cli.ok("services", "show", "web").stdout
 
     # WHEN a change is deployed: release 2 rolls (its progress on stderr) and ends healthy, on 2 replicas
-    changed = cli.json("services", "deploy", "web", "--env", "GREETING=two")
+    changed = cli.json("services", "deploy", "web", "--env", "GREETING=two", "--no-regions")
     assert changed["release"] == 2 and changed["release_status"] == "healthy" and changed["env_names"] == ["GREETING"]
+    assert changed["regions"] == []
     assert [(r["release"], r["running"]) for r in changed["replicas_by_release"]] == [(2, 2)]
 
     # WHEN it is scaled to 1 and waited for
@@ -280,6 +288,7 @@ def test_a_service_deployed_scaled_and_rolled_back_from_the_cli(
     rolled = cli.json("services", "rollback", "web", "--release", "1")
     assert rolled["number"] == 4 and rolled["status"] == "healthy" and rolled["reason"] == "rollback to release 1"
     assert cli.json("services", "show", "web")["env_names"] == []
+    assert cli.json("services", "show", "web")["regions"] == [{"name": "local", "min": 1}]
     assert [s["name"] for s in cli.json("services", "ls")] == ["web"]
 
     # WHEN it is removed (the name typed to confirm): it is gone; a missing service exits 5

@@ -13,6 +13,7 @@ import httpx
 import psycopg
 import pytest
 
+from tests.conftest import LISTENER_PORTS
 from tests.e2e.conftest import SignedInUser, sign_up_and_in
 from tests.support.plans import move_to_plan
 
@@ -62,7 +63,7 @@ def test_create_read_update_delete(client: httpx.Client, user: SignedInUser, tes
     )
     assert created.status_code == 201, created.text
     listener = created.json()
-    assert 20000 <= listener["port"] <= 29999
+    assert LISTENER_PORTS[0] <= listener["port"] <= LISTENER_PORTS[1]
     assert listener["address"] == "127.0.0.1"
     assert listener["weights"] == {ids[0]: 3, ids[1]: 1}
     assert listener["algorithm"] == "weighted" and listener["health_check"] is None
@@ -91,7 +92,7 @@ def test_requested_port_is_never_given_twice(client: httpx.Client, user: SignedI
     _replicas(test_database, user.id, "api", 1)
     other = sign_up_and_in(client)
     _replicas(test_database, other.id, "api", 1)
-    port = 20000 + uuid.uuid4().int % 9000
+    port = LISTENER_PORTS[0] + uuid.uuid4().int % (LISTENER_PORTS[1] - LISTENER_PORTS[0])
     first = client.post(
         "/api/load-balancer/listeners", json={"service": "api", "port": port}, headers=user.auth_headers
     )

@@ -89,12 +89,17 @@ def deployment(
 def _deploy(client: httpx.Client, user: SignedInUser, image_id: str, name: str, **extra: Any) -> dict[str, Any]:
     body = {"image_id": image_id, "name": name, "service": "web", "ports": [{"container_port": 8080}], **extra}
 
+    unavailable: list[str] = []
+
     def created() -> httpx.Response | None:
         answer = client.post("/api/containers", json=body, headers=user.auth_headers)
-        return None if answer.status_code == 503 else answer  # 503 until the session worker registers its host
+        if answer.status_code == 503 and answer.json()["error"]["code"] == "service_unavailable":
+            unavailable.append(answer.text)
+            return None  # no live host yet: until the session worker registers its host
+        return answer
 
     answer = wait_until(created, timeout=30, interval=0.5, message="no host took the container")
-    assert answer.status_code == 202, answer.text
+    assert answer.status_code == 202, (answer.text, unavailable)
     return _wait_for_status(client, user, answer.json()["id"], "unhealthy" if "health_check" in extra else "running")
 
 
@@ -323,14 +328,26 @@ def test_a_replica_failing_its_health_check_gets_no_traffic(client: httpx.Client
     listener = _listener(client, user, algorithm="round_robin")
     _routed(client, user, listener["id"], dict.fromkeys(deployment.replicas, 1))
 
-    served = _spread(listener["port"], 60)
+    def statuses() -> dict[str, str]:
+        discovered = client.get("/api/service-discovery/services/web", headers=user.auth_headers).json()
+        return {instance["id"]: instance["status"] for instance in discovered["instances"]}
 
+    # The worker registers a container in its next registry round after the start job settles it as
+    # unhealthy, so discovery may lag the container's own status by a round.
+    wanted = {sick["id"], *deployment.replicas}
+    seen = wait_until(
+        lambda: found if wanted <= set(found := statuses()) else None,
+        timeout=10,
+        interval=0.2,
+        message=lambda: f"discovery lacks some of {sorted(wanted)}: {statuses()}",
+    )
+    assert seen[sick["id"]] == "critical"
+    assert all(seen[replica] == "passing" for replica in deployment.replicas)
+
+    # Registered, and critical: still no traffic reaches it.
+    served = _spread(listener["port"], 60)
     assert _hostname(sick) not in served
     assert set(served) == set(deployment.replicas.values())
-    discovered = client.get("/api/service-discovery/services/web", headers=user.auth_headers).json()
-    statuses = {instance["id"]: instance["status"] for instance in discovered["instances"]}
-    assert statuses[sick["id"]] == "critical"
-    assert all(statuses[replica] == "passing" for replica in deployment.replicas)
     assert client.delete(f"/api/load-balancer/listeners/{listener['id']}", headers=user.auth_headers).status_code == 204
 
 
