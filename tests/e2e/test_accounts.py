@@ -174,9 +174,13 @@ def test_deleting_an_account_removes_everything_it_owns_and_a_second_delete_answ
     other = sign_in(client, user.email, user.password)
     with psycopg.connect(test_database) as conn:
         (object_key,) = conn.execute("SELECT object_key FROM images WHERE id = %s", (image["id"],)).fetchone()  # type: ignore[misc]
-        assert (
-            conn.execute("SELECT count(*) FROM registry_instances WHERE owner_id = %s", (user.id,)).fetchone()[0] == 2
-        )  # type: ignore[index]
+
+    def registered() -> bool:  # a running replica is registered by its worker's next registry sync
+        with psycopg.connect(test_database) as conn:
+            row = conn.execute("SELECT count(*) FROM registry_instances WHERE owner_id = %s", (user.id,)).fetchone()
+        return row is not None and row[0] == 2
+
+    wait_until(registered, timeout=30, interval=0.5, message="the replicas were not registered")
     assert _object_exists(object_key)
     assert len(docker_client.containers.list(filters={"label": f"{OWNER_LABEL}={user.id}"})) == 2
 
