@@ -146,6 +146,45 @@ def test_an_ended_session_returns_to_sign_in_and_then_back(browser_session: Brow
     expect(page.get_by_role("heading", name="Service discovery")).to_be_visible()
 
 
+def test_a_call_the_network_drops_is_sent_again_when_that_is_safe(
+    browser_session: BrowserSession, gateway: RunningGateway
+) -> None:
+    page = browser_session.page
+    email, password = new_credentials()
+    dropped: list[str] = []
+
+    def lose_the_first_answer(route: Any) -> None:
+        """The server acts on the call; the browser sees the connection reset before the answer."""
+        if dropped:
+            route.continue_()
+            return
+        dropped.append(route.request.method)
+        route.fetch()
+        route.abort("connectionreset")
+
+    def drop_the_first_call(route: Any) -> None:
+        """The call never reaches the server (the browser aborted it: the network changed)."""
+        if len(dropped) > 1:
+            route.continue_()
+            return
+        dropped.append(route.request.method)
+        route.abort("internetdisconnected")
+
+    # WHEN the sign-up's answer is lost, THEN the page asks again, finds the account made and signs in to it
+    page.route("**/api/auth/signup", lose_the_first_answer)
+    sign_up_in_browser(browser_session, email, password)
+    assert dropped == ["POST"]
+    signed_in = httpx.post(f"{gateway.url}/api/auth/signin", json={"email": email, "password": password}, timeout=30)
+    assert signed_in.status_code == 200, signed_in.text
+
+    # WHEN a list's call is dropped, THEN it is sent again and the page shows the list, not an error
+    page.route("**/api/containers**", drop_the_first_call)
+    browser_session.go("/containers")
+    expect(page.get_by_text("No containers yet")).to_be_visible()
+    assert dropped == ["POST", "GET"]
+    expect(page.get_by_role("alert")).to_have_count(0)
+
+
 def test_errors_are_explained_with_what_to_do_next(
     browser_session: BrowserSession, worker: Any, tmp_path: Path
 ) -> None:

@@ -56,19 +56,33 @@ async function readError(response) {
   return apiError;
 }
 
-async function send(method, url, { body, headers = {}, signal } = {}) {
+// A call the network dropped is sent again this many times (after RETRY_DELAY_MS) when sending it twice
+// does no harm: the browser aborts the calls in flight whenever the machine's network changes (a laptop
+// moving between networks, a VPN coming up), which says nothing about Berth.
+const NETWORK_RETRIES = 2;
+const RETRY_DELAY_MS = 300;
+
+const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function send(method, url, { body, headers = {}, signal, retry = method === "GET" } = {}) {
   const init = { method, headers: { Accept: "application/json", ...headers }, credentials: "same-origin", cache: "no-store", signal };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
-  try {
-    return await fetch(url, init);
-  } catch (cause) {
-    if (signal?.aborted) throw cause; // the caller gave up on this call: not a network failure
-    const error = new ApiError(0, "network_error", "Berth did not answer (the network or the server is down).");
-    error.cause = cause;
-    throw error;
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      return await fetch(url, init);
+    } catch (cause) {
+      if (signal?.aborted) throw cause; // the caller gave up on this call: not a network failure
+      if (retry && attempt < NETWORK_RETRIES) {
+        await pause(RETRY_DELAY_MS);
+        continue;
+      }
+      const error = new ApiError(0, "network_error", "Berth did not answer (the network or the server is down).");
+      error.cause = cause;
+      throw error;
+    }
   }
 }
 
@@ -85,13 +99,29 @@ function forgetSession() {
 
 /** Sign in through the UI's session route: the refresh token becomes an HttpOnly cookie. */
 export async function signIn(email, password) {
-  const response = await send("POST", "/ui/session", { body: { email, password } });
+  // Sent again if the network dropped it: at worst the account gets a second session, which expires.
+  const response = await send("POST", "/ui/session", { body: { email, password }, retry: true });
   if (!response.ok) throw await readError(response);
   return keepSession(await response.json());
 }
 
 export async function signUp(email, password) {
-  const response = await send("POST", "/api/auth/signup", { body: { email, password } });
+  let response;
+  try {
+    response = await send("POST", "/api/auth/signup", { body: { email, password } });
+  } catch (error) {
+    if (!(error instanceof ApiError) || error.code !== "network_error") throw error;
+    // The answer was lost, not necessarily the sign-up: ask again. "Email taken" then may mean the first
+    // call made the account, which signing in with the same password settles (a stranger's account would
+    // refuse the password, and that error is shown).
+    await pause(RETRY_DELAY_MS);
+    response = await send("POST", "/api/auth/signup", { body: { email, password } });
+    if (response.status === 409) {
+      const refusal = await readError(response);
+      if (refusal.code !== "email_taken") throw refusal;
+      return signIn(email, password);
+    }
+  }
   if (!response.ok) throw await readError(response);
   return signIn(email, password);
 }
@@ -171,7 +201,19 @@ export async function api(method, path, { body, query, accept, signal } = {}) {
  * POST a file straight to object storage with a presigned form (fields first, then the file), reporting
  * progress as onProgress(loaded, total). Resolves on 2xx; rejects with an ApiError naming what failed.
  */
-export function uploadFile(upload, file, onProgress) {
+export async function uploadFile(upload, file, onProgress) {
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      return await postFile(upload, file, onProgress);
+    } catch (error) {
+      // The same form posted again writes the same object: sent again when the network dropped it.
+      if (error.code !== "upload_network_error" || attempt >= NETWORK_RETRIES) throw error;
+      await pause(RETRY_DELAY_MS);
+    }
+  }
+}
+
+function postFile(upload, file, onProgress) {
   return new Promise((resolve, reject) => {
     const form = new FormData();
     for (const [name, value] of Object.entries(upload.fields ?? {})) form.append(name, value);
