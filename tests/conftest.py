@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ import redis
 
 from tests.chaos.outcomes import CHAOS_TABLE
 from tests.support.dns import LocalResolver, resolver_thread
+from tests.support.ports import PROCESSES, free_port, free_udp_port, port_slice
 from tests.support.waiting import wait_until
 
 RUN_ID = secrets.token_hex(4)
@@ -39,18 +39,6 @@ BASE_DATABASE_URL = os.environ.get("BERTH_DATABASE_URL", "postgresql://berth:ber
 TEST_DATABASE_URL = BASE_DATABASE_URL.rsplit("/", 1)[0] + f"/berth_test_{RUN_ID}"
 TEST_REDIS_PREFIX = f"berth-test-{RUN_ID}:"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 LOCAL_AWS_PORT = free_port()
@@ -61,20 +49,6 @@ LB_SHARED_HTTP_PORT = free_port()
 LB_SHARED_HTTPS_PORT = free_port()
 # Where the load-balancer function asks for host names' TXT proofs: the `hostname_resolver` fixture's server.
 HOSTNAME_RESOLVER_PORT = free_udp_port()
-
-
-# How many test processes run at once (pytest-xdist's `-n`; 1 without it).
-PROCESSES = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-
-
-def port_slice(first: int, last: int) -> tuple[int, int]:
-    """This test process's share of ``first..last``. A parallel run (pytest-xdist, `-n 2`) runs each of its
-    processes as a run of its own (RUN_ID, database, moto, gateway, worker, lb-runtime) on one machine: the
-    host ports its containers publish and the listener ports its lb-runtime binds are split between them, so
-    no two processes hand out the same port. A run of one process keeps the whole range."""
-    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
-    size = (last - first + 1) // PROCESSES
-    return first + index * size, first + (index + 1) * size - 1
 
 
 HOST_PORTS = port_slice(30000, 32767)

@@ -340,7 +340,7 @@ async def test_stop_then_remove_twice(
 BURN_THEN_SHUT_DOWN = [
     "sh",
     "-c",
-    "trap 'i=0; while [ $i -lt 60000 ]; do i=$((i+1)); done; exit 0' TERM; while :; do :; done",
+    "trap 'i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; exit 0' TERM; while :; do :; done",
 ]
 
 

@@ -23,13 +23,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from tests.support.ports import free_port
 from tests.support.waiting import wait_until
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def children_of(pid: int) -> list[int]:
