@@ -7,6 +7,8 @@ cdef bytes VALUE
 cdef bytes TARGET
 cdef dict REQUEST_HEADERS
 cdef dict RESPONSE_HEADERS
+cdef bytes REQUEST_SHAPES
+cdef bytes RESPONSE_SHAPES
 cdef bytes _VERSION
 
 @cython.locals(method=bytes)
@@ -20,14 +22,15 @@ cdef Py_ssize_t _cut(list pieces, bytes data, Py_ssize_t run, Py_ssize_t pos, Py
 cdef bytes _joined(list pieces, bytes data, Py_ssize_t run, Py_ssize_t pos)
 @cython.locals(
     n=Py_ssize_t, i=Py_ssize_t, start=Py_ssize_t, pos=Py_ssize_t, colon=Py_ssize_t, end=Py_ssize_t,
-    run=Py_ssize_t, header_bytes=Py_ssize_t, minor=int, kind=int, http10=bint, canonical=bint, forwarded=bint,
+    run=Py_ssize_t, header_bytes=Py_ssize_t, name_length=Py_ssize_t, minor=int, kind=int, http10=bint, canonical=bint, forwarded=bint,
     method=bytes, target=bytes, tokens=bytes, host=bytes, forwarded_for=bytes, request_id=bytes,
     prefer_region=bytes, value=bytes, pieces=list, block=bytes,
 )
 cpdef parse_request(bytes data, Py_ssize_t max_header_bytes)
 @cython.locals(
     n=Py_ssize_t, d0=int, d1=int, d2=int, status=int, pos=Py_ssize_t, colon=Py_ssize_t, start=Py_ssize_t,
-    end=Py_ssize_t, run=Py_ssize_t, body=Py_ssize_t, k=Py_ssize_t, digit=int, length=cython.longlong, kind=int,
+    end=Py_ssize_t, run=Py_ssize_t, body=Py_ssize_t, k=Py_ssize_t, digit=int, length=cython.longlong, name_length=Py_ssize_t,
+    kind=int,
     keep_alive=bint, canonical=bint, forwarded=bint, value=bytes, pieces=list, block=bytes,
 )
 cpdef parse_response(bytes data)

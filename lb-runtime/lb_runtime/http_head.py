@@ -67,6 +67,20 @@ REQUEST_HEADERS = {
     b"berth-prefer-region": _PREFER_REGION,
 }
 RESPONSE_HEADERS = {**_HOP_BY_HOP, b"berth-replay": _DECLINE, b"content-length": _CONTENT_LENGTH}
+
+
+def _shapes(names: dict[bytes, int]) -> bytes:
+    """Marks the (length, first letter) of each name: a header whose name has no mark is forwarded as it is
+    without being lowercased and looked up (most are: Date, Server, Content-Type, User-Agent, Accept...).
+    Indexed by ``length * 32 + (first byte & 31)``, which is the same for a letter in either case."""
+    marks = bytearray(32 * 32)
+    for name in names:
+        marks[len(name) * 32 + (name[0] & 31)] = 1
+    return bytes(marks)
+
+
+REQUEST_SHAPES = _shapes(REQUEST_HEADERS)
+RESPONSE_SHAPES = _shapes(RESPONSE_HEADERS)
 METHODS = (b"GET", b"HEAD", b"DELETE", b"OPTIONS")
 _VERSION = b"HTTP/1."
 
@@ -174,7 +188,10 @@ def parse_request(
         header_bytes += colon - pos + end - start + 4
         if header_bytes > max_header_bytes:
             return None
-        kind = REQUEST_HEADERS.get(data[pos:colon].lower(), 0)
+        name_length = colon - pos
+        kind = 0
+        if name_length < 32 and REQUEST_SHAPES[name_length * 32 + (data[pos] & 31)]:
+            kind = REQUEST_HEADERS.get(data[pos:colon].lower(), 0)
         canonical = start == colon + 2 and data[colon + 1] == 32
         if kind == _DECLINE:
             return None
@@ -228,7 +245,10 @@ def parse_response(data: bytes) -> tuple[int, bytes, int, bool] | None:
         colon, start, end = _field(data, pos, n)
         if end < 0:
             return None
-        kind = RESPONSE_HEADERS.get(data[pos:colon].lower(), 0)
+        name_length = colon - pos
+        kind = 0
+        if name_length < 32 and RESPONSE_SHAPES[name_length * 32 + (data[pos] & 31)]:
+            kind = RESPONSE_HEADERS.get(data[pos:colon].lower(), 0)
         canonical = start == colon + 2 and data[colon + 1] == 32
         if kind == _DECLINE:
             return None
