@@ -182,7 +182,7 @@ def test_deleting_an_account_removes_everything_it_owns_and_a_second_delete_answ
 
     wait_until(registered, timeout=30, interval=0.5, message="the replicas were not registered")
     assert _object_exists(object_key)
-    assert len(docker_client.containers.list(filters={"label": f"{OWNER_LABEL}={user.id}"})) == 2
+    assert len(docker_client.containers.list(ignore_removed=True, filters={"label": f"{OWNER_LABEL}={user.id}"})) == 2
 
     # WHEN it is deleted: a wrong confirmation first, then the right one
     unconfirmed = client.request("DELETE", "/api/auth/me", headers=user.auth_headers, json={"confirm": "someone"})
@@ -213,7 +213,9 @@ def test_deleting_an_account_removes_everything_it_owns_and_a_second_delete_answ
     assert done == {"id": user.id, "status": "deleted", "remaining": {"containers": 0, "images": 0}}
     last = client.request("DELETE", "/api/auth/me", headers=user.auth_headers, json={"confirm": user.email})
     assert (last.status_code, last.json()) == (202, done)
-    assert not docker_client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={user.id}"})
+    assert not docker_client.containers.list(
+        ignore_removed=True, all=True, filters={"label": f"{OWNER_LABEL}={user.id}"}
+    )
     wait_until(lambda: not _object_exists(object_key), timeout=60, message="the archive stayed in storage")
 
     def image_gone() -> bool:

@@ -100,7 +100,9 @@ def test_killed_container_fires_then_resolves_with_signed_notifications(
     assert rule.json()["state"] == "ok"
 
     # WHEN the container is killed outside Berth
-    [running] = docker_client.containers.list(filters={"label": f"{CONTAINER_ID_LABEL}={container_id}"})
+    [running] = docker_client.containers.list(
+        ignore_removed=True, filters={"label": f"{CONTAINER_ID_LABEL}={container_id}"}
+    )
     killed_at = time.monotonic()
     running.kill()
 

@@ -186,7 +186,9 @@ def test_a_user_session_from_login_to_logout(
     cli.ok("containers", "rm", *(c["id"] for c in started), "--wait")
     cli.ok("listeners", "rm", listener["id"])
     assert cli.json("containers", "ls") == [] and cli.json("listeners", "ls") == []
-    assert not docker_client.containers.list(all=True, filters={"label": f"{CONTAINER_ID_LABEL}={started[0]['id']}"})
+    assert not docker_client.containers.list(
+        ignore_removed=True, all=True, filters={"label": f"{CONTAINER_ID_LABEL}={started[0]['id']}"}
+    )
     cli.ok("images", "rm", image_id)
 
     # WHEN the user logs out: the session ends and the credentials are forgotten

@@ -84,7 +84,9 @@ def place(
         "queue_url": urls["jobs_queue"],
         "database": test_database,
     }
-    for container in docker_client.containers.list(all=True, filters={"label": f"{CLUSTER_LABEL}={cluster_id}"}):
+    for container in docker_client.containers.list(
+        ignore_removed=True, all=True, filters={"label": f"{CLUSTER_LABEL}={cluster_id}"}
+    ):
         with contextlib.suppress(docker.errors.APIError):
             container.remove(force=True, v=True)
     with psycopg.connect(test_database) as conn:
@@ -155,7 +157,9 @@ def _wait(
 
 
 def _labelled(docker_client: docker.DockerClient, container_id: str) -> list[Any]:
-    return docker_client.containers.list(all=True, filters={"label": f"{CONTAINER_ID_LABEL}={container_id}"})
+    return docker_client.containers.list(
+        ignore_removed=True, all=True, filters={"label": f"{CONTAINER_ID_LABEL}={container_id}"}
+    )
 
 
 def _docker_state(docker_client: docker.DockerClient, docker_id: str) -> dict[str, Any]:

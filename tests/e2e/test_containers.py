@@ -44,7 +44,9 @@ def owners(docker_client: docker.DockerClient) -> Iterator[list[str]]:
     ids: list[str] = []
     yield ids
     for owner in ids:
-        for container in docker_client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={owner}"}):
+        for container in docker_client.containers.list(
+            ignore_removed=True, all=True, filters={"label": f"{OWNER_LABEL}={owner}"}
+        ):
             with contextlib.suppress(docker.errors.APIError):
                 container.remove(force=True)
 
@@ -194,7 +196,9 @@ def test_deploy_reach_stop_start_delete(
     assert _whoami(port["host_port"]).status_code == 200
 
     # WHEN restarted THEN the same Docker container starts afresh and answers again
-    [docker_container] = docker_client.containers.list(filters={"label": f"{CONTAINER_ID_LABEL}={container['id']}"})
+    [docker_container] = docker_client.containers.list(
+        ignore_removed=True, filters={"label": f"{CONTAINER_ID_LABEL}={container['id']}"}
+    )
     started_at = docker_container.attrs["State"]["StartedAt"]
     restarted = client.post(f"/api/containers/{container['id']}/restart", headers=user.auth_headers)
     assert restarted.status_code == 202, restarted.text
@@ -215,7 +219,9 @@ def test_deploy_reach_stop_start_delete(
     assert deleted.status_code == 202, deleted.text
     assert deleted.json()["desired_state"] == "deleted"
     _wait_for(client, user, container["id"], "deleted")
-    labelled = docker_client.containers.list(all=True, filters={"label": f"{CONTAINER_ID_LABEL}={container['id']}"})
+    labelled = docker_client.containers.list(
+        ignore_removed=True, all=True, filters={"label": f"{CONTAINER_ID_LABEL}={container['id']}"}
+    )
     assert labelled == []
     again = client.post(f"/api/containers/{container['id']}/start", headers=user.auth_headers)
     assert again.status_code == 409, again.text

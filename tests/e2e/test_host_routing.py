@@ -152,7 +152,7 @@ def site(
                     client.delete(f"{HOSTNAMES}/{claim_id}", headers=headers)
                 client.delete(f"{LISTENERS}/{tenant.listener_id}", headers=headers)
                 for container in docker_client.containers.list(
-                    all=True, filters={"label": f"{OWNER_LABEL}={tenant.user.id}"}
+                    ignore_removed=True, all=True, filters={"label": f"{OWNER_LABEL}={tenant.user.id}"}
                 ):
                     with contextlib.suppress(docker.errors.APIError):
                         container.remove(force=True)

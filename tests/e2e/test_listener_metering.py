@@ -149,7 +149,9 @@ def blob_user(
             container = _deploy(client, user, image["id"], "blob-0", command=command)
             yield user, container, _listener(client, user)
         finally:
-            for found in docker_client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={user.id}"}):
+            for found in docker_client.containers.list(
+                ignore_removed=True, all=True, filters={"label": f"{OWNER_LABEL}={user.id}"}
+            ):
                 with contextlib.suppress(docker.errors.APIError):
                     found.remove(force=True)
 

@@ -61,7 +61,9 @@ def web_archive(docker_client: docker.DockerClient, tmp_path_factory: pytest.Tem
 def user(client: httpx.Client, docker_client: docker.DockerClient) -> Iterator[SignedInUser]:
     signed_in = sign_up_and_in(client)
     yield signed_in
-    for container in docker_client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={signed_in.id}"}):
+    for container in docker_client.containers.list(
+        ignore_removed=True, all=True, filters={"label": f"{OWNER_LABEL}={signed_in.id}"}
+    ):
         with contextlib.suppress(docker.errors.APIError):
             container.remove(force=True)
 
@@ -168,7 +170,9 @@ def test_metered_usage_matches_dockers_account_of_the_run(
         return str(answer.json()["status"])
 
     wait_until(lambda: status() == "running", timeout=60, interval=0.2, message="the container did not run")
-    [found] = docker_client.containers.list(all=True, filters={"label": f"{CONTAINER_ID_LABEL}={container_id}"})
+    [found] = docker_client.containers.list(
+        ignore_removed=True, all=True, filters={"label": f"{CONTAINER_ID_LABEL}={container_id}"}
+    )
     counter = CpuCounter(docker_client, found.id)
 
     # WHEN it runs a measured time and is stopped

@@ -215,6 +215,8 @@ def test_each_regions_lb_runtime_serves_its_own_replicas_and_client_regions_cros
     finally:
         deleted = client.request("DELETE", "/api/services/geo", json={"confirm": "geo"}, headers=user.auth_headers)
         assert deleted.status_code in (202, 404), deleted.text
-        for container in docker_client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={user.id}"}):
+        for container in docker_client.containers.list(
+            ignore_removed=True, all=True, filters={"label": f"{OWNER_LABEL}={user.id}"}
+        ):
             with contextlib.suppress(docker.errors.APIError):
                 container.remove(force=True)

@@ -76,7 +76,9 @@ def web(
             _wait_routed(client, user, listener.json()["id"], 3)
             yield Web(user, v1["id"], v2["id"], listener.json()["port"])
         finally:
-            for container in docker_client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={user.id}"}):
+            for container in docker_client.containers.list(
+                ignore_removed=True, all=True, filters={"label": f"{OWNER_LABEL}={user.id}"}
+            ):
                 with contextlib.suppress(docker.errors.APIError):
                     container.remove(force=True)
 
@@ -138,7 +140,11 @@ def _replicas(client: httpx.Client, user: SignedInUser) -> list[dict[str, Any]]:
 
 def _in_docker(docker_client: docker.DockerClient, user: SignedInUser) -> int:
     """How many containers of the user Docker holds (sparse: one being removed meanwhile is no error)."""
-    return len(docker_client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={user.id}"}, sparse=True))
+    return len(
+        docker_client.containers.list(
+            ignore_removed=True, all=True, filters={"label": f"{OWNER_LABEL}={user.id}"}, sparse=True
+        )
+    )
 
 
 def _hostname(container: dict[str, Any]) -> str:
@@ -238,7 +244,11 @@ def test_a_v3_failing_its_health_check_is_rolled_back_while_v2_keeps_serving(
     assert {who for _, who in streams.answers} <= v2_hosts
     wait_until(
         lambda: (
-            len(docker_client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={user.id}"}, sparse=True))
+            len(
+                docker_client.containers.list(
+                    ignore_removed=True, all=True, filters={"label": f"{OWNER_LABEL}={user.id}"}, sparse=True
+                )
+            )
             == 3
         ),
         timeout=30,
@@ -291,7 +301,11 @@ def test_a_worker_killed_mid_rollout_leaves_exactly_the_declared_replicas(
     _steady(client, user, 4)
     wait_until(
         lambda: (
-            len(docker_client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={user.id}"}, sparse=True))
+            len(
+                docker_client.containers.list(
+                    ignore_removed=True, all=True, filters={"label": f"{OWNER_LABEL}={user.id}"}, sparse=True
+                )
+            )
             == 3
         ),
         timeout=90,

@@ -110,7 +110,9 @@ def tenants(
         yield a, b
     finally:
         for tenant in made:
-            for found in docker_client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={tenant.user.id}"}):
+            for found in docker_client.containers.list(
+                ignore_removed=True, all=True, filters={"label": f"{OWNER_LABEL}={tenant.user.id}"}
+            ):
                 with contextlib.suppress(docker.errors.APIError):
                     found.remove(force=True)
 

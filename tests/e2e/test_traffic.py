@@ -81,7 +81,9 @@ def deployment(
                 deployed.replicas[container["id"]] = _hostname(container)
         yield deployed
     finally:
-        for container in docker_client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={user.id}"}):
+        for container in docker_client.containers.list(
+            ignore_removed=True, all=True, filters={"label": f"{OWNER_LABEL}={user.id}"}
+        ):
             with contextlib.suppress(docker.errors.APIError):
                 container.remove(force=True)
 

@@ -102,7 +102,9 @@ def served_user(
             _deploy(client, user, image["id"], "web-0")
             yield user, _listener(client, user)
         finally:
-            for container in docker_client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={user.id}"}):
+            for container in docker_client.containers.list(
+                ignore_removed=True, all=True, filters={"label": f"{OWNER_LABEL}={user.id}"}
+            ):
                 with contextlib.suppress(docker.errors.APIError):
                     container.remove(force=True)
 

@@ -94,7 +94,7 @@ async def world(database: Database, web_image: dict[str, str], docker_client: An
     )
     yield {"host_id": host_id, "user_id": user_id, "image_id": image_id, "settings": settings, "context": context}
     for container in docker_client.containers.list(
-        all=True, filters={"label": f"{CLUSTER_LABEL}={settings.cluster_id}"}
+        ignore_removed=True, all=True, filters={"label": f"{CLUSTER_LABEL}={settings.cluster_id}"}
     ):
         with contextlib.suppress(docker.errors.APIError):
             container.remove(force=True, v=True)
@@ -283,7 +283,9 @@ async def test_an_unreadable_secret_environment_fails_the_job_without_its_values
     with pytest.raises(JobFailed, match="BERTH_SECRET_KEY") as raised:
         await reconcile_container(world["context"], {"container_id": container_id})
     assert value not in str(raised.value) and "API_TOKEN" not in str(raised.value)
-    labelled = docker_client.containers.list(all=True, filters={"label": f"{CONTAINER_ID_LABEL}={container_id}"})
+    labelled = docker_client.containers.list(
+        ignore_removed=True, all=True, filters={"label": f"{CONTAINER_ID_LABEL}={container_id}"}
+    )
     assert labelled == []
 
 
@@ -435,7 +437,10 @@ async def test_lost_jobs_are_repaired(database: Database, world: dict[str, Any],
     await reconciler.run_once()
     gone = await _row(database, stuck)
     assert gone["status"] == "deleted" and gone["docker_id"] is None
-    assert docker_client.containers.list(all=True, filters={"label": f"{CONTAINER_ID_LABEL}={stuck}"}) == []
+    assert (
+        docker_client.containers.list(ignore_removed=True, all=True, filters={"label": f"{CONTAINER_ID_LABEL}={stuck}"})
+        == []
+    )
 
 
 # ------------------------------------------------------------------------------------------ orphans
@@ -477,7 +482,7 @@ async def test_orphans_of_this_cluster_are_removed_after_the_grace(
         # WHEN seen again after the grace THEN this cluster's two orphans are removed
         await asyncio.sleep(settings.worker_orphan_grace_seconds + 0.2)  # part of the check: past the grace
         assert sorted(await reconciler.sweep_orphans()) == sorted([no_record, on_other_host])
-        remaining = {container.id for container in docker_client.containers.list(all=True)}
+        remaining = {container.id for container in docker_client.containers.list(ignore_removed=True, all=True)}
         assert no_record not in remaining and on_other_host not in remaining
         # AND the other cluster's container and the tracked one are left alone
         assert foreign in remaining

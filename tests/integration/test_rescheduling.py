@@ -94,7 +94,9 @@ async def create_tenant(database: Database, docker_client: docker.DockerClient, 
 
 
 async def remove_tenant(database: Database, docker_client: docker.DockerClient, tenant: Tenant) -> None:
-    for container in docker_client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={tenant.owner_id}"}):
+    for container in docker_client.containers.list(
+        ignore_removed=True, all=True, filters={"label": f"{OWNER_LABEL}={tenant.owner_id}"}
+    ):
         with contextlib.suppress(docker.errors.APIError):
             container.remove(force=True)
     async with database.transaction() as conn:
@@ -415,7 +417,9 @@ async def test_a_down_hosts_containers_end_up_on_a_live_worker_host(
         [port] = row["ports"]
         assert (port["container_port"], port["host_ip"]) == (WEB_PORT, "127.0.0.1")
         assert await store.ports_of("container", uuid.UUID(running)) == [(alive, port["host_port"])]
-        [docker_container] = docker_client.containers.list(filters={"label": f"{CONTAINER_ID_LABEL}={running}"})
+        [docker_container] = docker_client.containers.list(
+            ignore_removed=True, filters={"label": f"{CONTAINER_ID_LABEL}={running}"}
+        )
         assert docker_container.id == row["docker_id"]
         assert _whoami(port["host_port"]).status_code == 200
 
@@ -424,7 +428,12 @@ async def test_a_down_hosts_containers_end_up_on_a_live_worker_host(
         moved = await container(database, stopped)
         assert (moved["host_id"], moved["status"]) == (alive, "stopped")
         assert [status for status, _ in await events(database, stopped)][:3] == ["stopped", "lost", "stopped"]
-        assert docker_client.containers.list(all=True, filters={"label": f"{CONTAINER_ID_LABEL}={stopped}"}) == []
+        assert (
+            docker_client.containers.list(
+                ignore_removed=True, all=True, filters={"label": f"{CONTAINER_ID_LABEL}={stopped}"}
+            )
+            == []
+        )
         assert [host for host, _ in await store.ports_of("container", uuid.UUID(stopped))] == [alive]
         assert (await store.get(dead) or {}).get("status") == "down"
     finally:

@@ -356,7 +356,9 @@ async def test_the_worker_takes_container_jobs_from_its_host_queue_and_image_job
             return (row["container"], row["image"]) == ("running", "ready")
 
         await _eventually(both_done, "the container to run and the image to be ready")
-        [running] = docker_client.containers.list(filters={"label": f"{CONTAINER_ID_LABEL}={container_id}"})
+        [running] = docker_client.containers.list(
+            ignore_removed=True, filters={"label": f"{CONTAINER_ID_LABEL}={container_id}"}
+        )
         assert running.status == "running"
         assert _queue_is_empty(sqs, host_queue_url)
         assert _queue_is_empty(sqs, job_queues["jobs_queue"])

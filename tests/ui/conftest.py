@@ -207,7 +207,9 @@ def ui_user(gateway: RunningGateway, docker_client: Any) -> Iterator[tuple[str, 
     if answer.status_code != 200:
         return  # never signed up
     me = httpx.get(f"{gateway.url}/api/auth/me", headers={"Authorization": f"Bearer {answer.json()['access_token']}"})
-    for container in docker_client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={me.json()['id']}"}):
+    for container in docker_client.containers.list(
+        ignore_removed=True, all=True, filters={"label": f"{OWNER_LABEL}={me.json()['id']}"}
+    ):
         with contextlib.suppress(docker.errors.APIError):
             container.remove(force=True)
 

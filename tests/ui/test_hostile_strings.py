@@ -91,7 +91,9 @@ def hostile(
     try:
         yield HostileWorld(user, image, created.json())
     finally:
-        for container in docker_client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={user.id}"}):
+        for container in docker_client.containers.list(
+            ignore_removed=True, all=True, filters={"label": f"{OWNER_LABEL}={user.id}"}
+        ):
             with contextlib.suppress(docker.errors.APIError):
                 container.remove(force=True)
 

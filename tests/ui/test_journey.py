@@ -23,6 +23,7 @@ from tests.support.docker_images import build_test_image, save_image
 from tests.support.plans import move_to_plan
 from tests.support.waiting import wait_until
 from tests.ui.conftest import (
+    NETWORK_CHANGED,
     SLOW,
     BrowserSession,
     api_tokens,
@@ -307,5 +308,7 @@ def test_a_new_user_walks_the_whole_journey(
     page.wait_for_url(re.compile(r".*#/signin\?next=%2Fcontainers$"))
     assert session.foreign_requests() == []
     assert session.dialogs == []
-    unexpected = [e for e in session.console_errors if "status of 401" not in e]
+    # Expected: the ended session's 401s, and loads the browser aborted because Docker changed the machine's
+    # network (net::ERR_NETWORK_CHANGED: the page sent those calls again, and every step above passed).
+    unexpected = [e for e in session.console_errors if "status of 401" not in e and NETWORK_CHANGED not in e]
     assert unexpected == [], (unexpected, session.failed_responses)
