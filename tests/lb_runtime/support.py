@@ -15,8 +15,6 @@ from typing import Any
 
 from lb_runtime import LbRuntime, LbSettings, StaticSnapshotSource
 
-from tests.support.ports import free_port as free_port  # the lb-runtime tests import it from here
-
 
 @dataclass
 class HttpBackend:

@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.lb_runtime.support import free_port, listener, running_lb
+from tests.lb_runtime.support import listener, running_lb
+from tests.support.ports import free_port
 from tests.support.waiting import wait_until_async
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

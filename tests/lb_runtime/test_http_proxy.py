@@ -9,7 +9,8 @@ import re
 
 import httpx
 
-from tests.lb_runtime.support import free_port, listener, running_lb
+from tests.lb_runtime.support import listener, running_lb
+from tests.support.ports import free_port
 from tests.support.waiting import wait_until_async
 
 

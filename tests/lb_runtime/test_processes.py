@@ -16,7 +16,8 @@ from typing import Any
 
 import httpx
 
-from tests.lb_runtime.support import free_port, listener
+from tests.lb_runtime.support import listener
+from tests.support.ports import free_port
 from tests.support.waiting import wait_until_async
 
 PROCESSES = 2

@@ -14,7 +14,8 @@ from lb_runtime.hot_path import HotPathBuild
 from lb_runtime.route_table import diff_tables
 from lb_runtime.snapshot import Instance
 
-from tests.lb_runtime.support import free_port, listener, running_lb
+from tests.lb_runtime.support import listener, running_lb
+from tests.support.ports import free_port
 from tests.support.waiting import wait_until_async
 
 

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.lb_runtime.support import TcpEchoBackend, free_port, listener, running_lb
+from tests.lb_runtime.support import TcpEchoBackend, listener, running_lb
+from tests.support.ports import free_port
 from tests.support.waiting import wait_until_async
 
 

@@ -64,26 +64,35 @@ const RETRY_DELAY_MS = 300;
 
 const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** call() again, up to NETWORK_RETRIES times, while it fails with an error that dropped(error) says the network dropped. */
+async function retried(call, dropped) {
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      return await call();
+    } catch (error) {
+      if (!dropped(error) || attempt >= NETWORK_RETRIES) throw error;
+      await pause(RETRY_DELAY_MS);
+    }
+  }
+}
+
 async function send(method, url, { body, headers = {}, signal, retry = method === "GET" } = {}) {
   const init = { method, headers: { Accept: "application/json", ...headers }, credentials: "same-origin", cache: "no-store", signal };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
-  for (let attempt = 0; ; attempt += 1) {
+  const once = async () => {
     try {
       return await fetch(url, init);
     } catch (cause) {
       if (signal?.aborted) throw cause; // the caller gave up on this call: not a network failure
-      if (retry && attempt < NETWORK_RETRIES) {
-        await pause(RETRY_DELAY_MS);
-        continue;
-      }
       const error = new ApiError(0, "network_error", "Berth did not answer (the network or the server is down).");
       error.cause = cause;
       throw error;
     }
-  }
+  };
+  return retry ? retried(once, (error) => error.code === "network_error") : once();
 }
 
 function keepSession(body) {
@@ -201,16 +210,9 @@ export async function api(method, path, { body, query, accept, signal } = {}) {
  * POST a file straight to object storage with a presigned form (fields first, then the file), reporting
  * progress as onProgress(loaded, total). Resolves on 2xx; rejects with an ApiError naming what failed.
  */
-export async function uploadFile(upload, file, onProgress) {
-  for (let attempt = 0; ; attempt += 1) {
-    try {
-      return await postFile(upload, file, onProgress);
-    } catch (error) {
-      // The same form posted again writes the same object: sent again when the network dropped it.
-      if (error.code !== "upload_network_error" || attempt >= NETWORK_RETRIES) throw error;
-      await pause(RETRY_DELAY_MS);
-    }
-  }
+export function uploadFile(upload, file, onProgress) {
+  // The same form posted again writes the same object: sent again when the network dropped it.
+  return retried(() => postFile(upload, file, onProgress), (error) => error.code === "upload_network_error");
 }
 
 function postFile(upload, file, onProgress) {
