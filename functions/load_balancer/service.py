@@ -219,8 +219,10 @@ async def update_listener(
                 raise ValidationFailed(f"{field} cannot be null.")
             changes[field] = getattr(body, field)
     if "weights" in given:
-        await _check_weights(listeners, owner_id, row["service"], body.weights or {})
-        changes["weights"] = {parse_id(key): value for key, value in (body.weights or {}).items()}
+        if body.weights is None:
+            raise ValidationFailed("weights cannot be null; send {} to clear them.")
+        await _check_weights(listeners, owner_id, row["service"], body.weights)
+        changes["weights"] = {parse_id(key): value for key, value in body.weights.items()}
     if "health_check" in given:
         changes["health_check"] = body.health_check.model_dump() if body.health_check else None
     if "regions" in given:

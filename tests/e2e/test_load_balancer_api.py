@@ -82,6 +82,11 @@ def test_create_read_update_delete(client: httpx.Client, user: SignedInUser, tes
     assert patched.json()["algorithm"] == "least_connections"
     assert patched.json()["health_check"]["path"] == "/healthz"
     assert patched.json()["port"] == listener["port"]  # untouched fields keep their values
+    # null is refused for the fields that have no "none" (the document says so), and changes nothing
+    path = f"/api/load-balancer/listeners/{listener['id']}"
+    for field in ("port", "algorithm", "weights"):
+        _error(client.patch(path, json={field: None}, headers=user.auth_headers), 422)
+    assert client.get(path, headers=user.auth_headers).json()["weights"] == {ids[0]: 3, ids[1]: 1}
 
     removed = client.delete(f"/api/load-balancer/listeners/{listener['id']}", headers=user.auth_headers)
     assert removed.status_code == 204
