@@ -58,6 +58,11 @@ class Region:
     address: str  # where its lb-runtime binds the listeners
 
 
+# The regions' four extra processes share PostgreSQL's 100 connections with both test processes' own (a CI
+# run ran out while the other process fuzzed every function): small pools suffice for one test's traffic.
+REGION_POOL_MAX = "2"
+
+
 def _start_lb(tmp_dir: Path, region: str, address: str, country_regions: dict[str, str]) -> RunningLb:
     admin_port = free_port()
     env = dict(os.environ)
@@ -69,6 +74,7 @@ def _start_lb(tmp_dir: Path, region: str, address: str, country_regions: dict[st
             "BERTH_LB_TRUSTED_PROXIES": "127.0.0.0/8",
             "BERTH_LB_COUNTRY_REGIONS": json.dumps(country_regions),
             "BERTH_LOG_LEVEL": "INFO",
+            "BERTH_DATABASE_POOL_MAX": REGION_POOL_MAX,
         }
     )
     log_path = tmp_dir / f"lb-{region}.log"
@@ -107,7 +113,14 @@ def regions(
     try:
         for key, address in (("a", "127.0.0.2"), ("b", "127.0.0.3")):
             tmp = tmp_path_factory.mktemp(f"region-{key}")
-            worker = start_worker(tmp, {"BERTH_HOST_ID": f"geo-{key}-{RUN_ID}", "BERTH_REGION": names[key]})
+            worker = start_worker(
+                tmp,
+                {
+                    "BERTH_HOST_ID": f"geo-{key}-{RUN_ID}",
+                    "BERTH_REGION": names[key],
+                    "BERTH_DATABASE_POOL_MAX": REGION_POOL_MAX,
+                },
+            )
             lb = _start_lb(tmp, names[key], address, countries)
             started[key] = Region(names[key], worker, lb, address)
         for region in started.values():
