@@ -140,7 +140,7 @@ def _listener(client: httpx.Client, user: SignedInUser, **body: Any) -> dict[str
 
 
 def _routed(
-    client: httpx.Client, user: SignedInUser, listener_id: str, expected: dict[str, int], timeout: float = 15
+    client: httpx.Client, user: SignedInUser, listener_id: str, expected: dict[str, int], timeout: float = 30
 ) -> None:
     """Wait until lb-runtime routes the listener to exactly ``expected`` (container id -> weight)."""
 
