@@ -74,7 +74,10 @@ def build_test_image(client: Any, variant: str, tag: str) -> Any:
         (www / "cgi-bin" / "whoami").write_text(_WHOAMI)
         (context / "fake_id_rsa").write_text(FAKE_PRIVATE_KEY)
         (context / "Dockerfile").write_text(DOCKERFILES[variant])
-        image, _ = client.images.build(path=str(context), tag=tag, rm=True, forcerm=True, pull=False)
+        # nocache: the test processes build the same images at once, and a cached build ends on an
+        # image another process may be removing with its own tag ("No such image" mid-build); without
+        # the cache every build makes an image of its own
+        image, _ = client.images.build(path=str(context), tag=tag, rm=True, forcerm=True, pull=False, nocache=True)
         return image
 
 

@@ -61,7 +61,7 @@ def _build_hostile_image(client: docker.DockerClient, tag: str, destination: Pat
         # Bigger than busybox, so it tops the optimisation report's largest files.
         (context / "hostile" / IMG).write_bytes(b"\0" * (4 * 1024 * 1024))
         (context / "Dockerfile").write_text(_DOCKERFILE)
-        client.images.build(path=str(context), tag=tag, rm=True, forcerm=True, pull=False)
+        client.images.build(path=str(context), tag=tag, rm=True, forcerm=True, pull=False, nocache=True)
     with destination.open("wb") as out:
         for chunk in client.images.get(tag).save(named=True):
             out.write(chunk)
