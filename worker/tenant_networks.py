@@ -196,8 +196,12 @@ class TenantNetworks:
             if network is not None:
                 return network
         self._networks.pop(owner_id, None)
+        refused: list[str] = []
         for _ in range(MAX_SUBNET_TRIES):
-            subnet = next(free_subnets(self.pool, self.prefix, await self.runtime.used_subnets()), None)
+            # Docker may refuse a subnet its network list no longer shows (a network being removed holds
+            # its pool a moment longer): a refused subnet is skipped, not asked for again
+            used = [*await self.runtime.used_subnets(), *refused]
+            subnet = next(free_subnets(self.pool, self.prefix, used), None)
             if subnet is None:
                 raise SubnetTaken(f"no free /{self.prefix} left in the tenant subnet pool {self.pool}")
             gateway = next(subnet.hosts())
@@ -210,7 +214,8 @@ class TenantNetworks:
                     labels=self._labels(owner_id),
                 )
             except SubnetTaken:
-                continue  # another process took it between our look and our create: the next one
+                refused.append(str(subnet))  # another process took it between our look and our create
+                continue
             network = self._adopt(created)
             assert network is not None
             log_event(logger, "tenant network created", network=name, subnet=str(subnet), bridge=network.bridge)

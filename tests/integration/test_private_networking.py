@@ -106,6 +106,35 @@ async def test_unused_networks_are_removed_and_used_ones_kept(networks: TenantNe
     assert await networks.remove_unused() == [busy.name]
 
 
+class HidingRuntime(DockerNetworkRuntime):
+    """Docker's runtime whose network list leaves out the ``hidden`` subnets, as a list that lags a removal."""
+
+    def __init__(self, hidden: set[str]) -> None:
+        super().__init__(timeout=60)
+        self.hidden = hidden
+
+    async def used_subnets(self) -> list[str]:
+        return [subnet for subnet in await super().used_subnets() if subnet not in self.hidden]
+
+
+async def test_a_subnet_docker_refuses_is_skipped_even_when_its_list_does_not_show_it(
+    networks: TenantNetworks,
+) -> None:
+    held = await networks.ensure(uuid.uuid4())  # lowest free subnet, held by a network of its own
+    hiding = TenantNetworks(
+        HidingRuntime({str(held.subnet)}),
+        cluster_id=networks.cluster_id,
+        host_id=networks.host_id,
+        pool=POOL,
+        prefix=26,
+    )
+    owner = uuid.uuid4()
+    async with hiding.lock(owner):
+        claimed = await hiding.ensure(owner)  # tries the held subnet first, is refused, takes another
+    assert not claimed.subnet.overlaps(held.subnet)
+    assert claimed.subnet.subnet_of(ipaddress.IPv4Network(POOL))
+
+
 async def test_firewall_install_is_idempotent() -> None:
     await install_tenant_firewall(POOL)
     assert await install_tenant_firewall(POOL) == 0
