@@ -20,8 +20,11 @@ Four things the document cannot say for itself:
 
 from __future__ import annotations
 
+import ast
 import os
 import re
+import sys
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,6 +35,19 @@ from schemathesis import GenerationMode
 
 from shared.instants import EARLIEST, parse_date, parse_date_time
 from tests.support.certificates import make_ca
+
+# CPython 3.11 keeps the AST converter's recursion depth in state the threads share, so two ast.parse calls
+# at once can fail with "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905;
+# later versions count per call). Hypothesis' pretty-printer parses reprs in each of the fuzzer's worker
+# threads (--workers 2), and one such failure ended a run: in this process, one parse at a time.
+if sys.version_info < (3, 12):
+    _parse, _parse_lock = ast.parse, threading.Lock()
+
+    def _one_parse_at_a_time(*args: Any, **kwargs: Any) -> Any:
+        with _parse_lock:
+            return _parse(*args, **kwargs)
+
+    ast.parse = _one_parse_at_a_time
 
 BASE_URL = os.environ["BERTH_CONTRACT_URL"]
 EMAIL = os.environ["BERTH_CONTRACT_EMAIL"]
