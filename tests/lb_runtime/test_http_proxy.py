@@ -6,8 +6,10 @@ import asyncio
 import json
 import os
 import re
+import sys
 
 import httpx
+from lb_runtime.hot_path import HotPathBuild
 
 from tests.lb_runtime.support import listener, running_lb
 from tests.support.ports import free_port
@@ -40,6 +42,16 @@ async def test_pool_keeps_concurrent_connections_for_reuse(http_backends) -> Non
     # the first wave opened (at most) eight upstream connections; later waves reused them
     assert backend.requests == 40
     assert backend.connections <= 8
+
+
+def test_request_ids_are_unique_and_shaped_like_uuid_hex_past_every_256th(hot_path: HotPathBuild) -> None:
+    module = sys.modules[hot_path.http_client_connection.__module__]
+    ids = [module.next_request_id() for _ in range(3 * 256 + 7)]  # the stem changes every 256 ids
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(rb"[0-9a-f]{32}", request_id) for request_id in ids)
+    counters = [int(request_id[20:], 16) for request_id in ids]  # after the process's random prefix
+    assert {request_id[:20] for request_id in ids} == {module._REQUEST_ID_PREFIX}
+    assert counters == list(range(counters[0], counters[0] + len(ids)))
 
 
 async def test_forwarded_headers_request_id_and_hop_by_hop(http_backends) -> None:
