@@ -37,8 +37,9 @@ down:
 status:
 	$(BERTH) local status
 
+# --durations: the slowest tests close every run's report (the suite's time budget is watched from CI's log).
 test: bootstrap
-	$(VENV)/bin/pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(TEST_PROCESSES) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 # Part of `make test` too (tests/chaos); this runs it alone.
 chaos: bootstrap
