@@ -8,6 +8,10 @@ cimport cython
 from lb_runtime.backends cimport Backend
 from lb_runtime.stats cimport ListenerStats
 
+# A C call from _head_complete (its counter and stem stay module globals).
+@cython.locals(low=long)
+cpdef bytes next_request_id()
+
 cdef class RequestCycle:
     cdef public bytes method
     cdef public bytes head
