@@ -198,8 +198,8 @@ class TenantNetworks:
         self._networks.pop(owner_id, None)
         refused: list[str] = []
         for _ in range(MAX_SUBNET_TRIES):
-            # Docker may refuse a subnet its network list no longer shows (a network being removed holds
-            # its pool a moment longer): a refused subnet is skipped, not asked for again
+            # Docker may refuse a subnet its network list does not show (a claim in CI spent all its tries,
+            # each on the same refused subnet, it seems): a refused subnet is skipped, not asked for again
             used = [*await self.runtime.used_subnets(), *refused]
             subnet = next(free_subnets(self.pool, self.prefix, used), None)
             if subnet is None:
