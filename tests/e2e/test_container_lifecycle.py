@@ -23,6 +23,7 @@ from cli.local_stack import LocalStackSettings, ensure_aws_resources
 from shared.jobs import Job
 from shared.storage import aws_client
 from tests.conftest import RUN_ID, RunningWorker, start_worker, stop_process
+from tests.support.docker_containers import labelled, remove_labelled
 from tests.support.docker_images import built_test_image
 from tests.support.waiting import wait_until
 from worker.container_runtime import CLUSTER_LABEL, CONTAINER_ID_LABEL
@@ -84,11 +85,7 @@ def place(
         "queue_url": urls["jobs_queue"],
         "database": test_database,
     }
-    for container in docker_client.containers.list(
-        ignore_removed=True, all=True, filters={"label": f"{CLUSTER_LABEL}={cluster_id}"}
-    ):
-        with contextlib.suppress(docker.errors.APIError):
-            container.remove(force=True, v=True)
+    remove_labelled(docker_client, CLUSTER_LABEL, cluster_id, volumes=True)
     with psycopg.connect(test_database) as conn:
         conn.execute("DELETE FROM containers WHERE owner_id = %s", (user_id,))
         conn.execute("DELETE FROM users WHERE id = %s", (user_id,))
@@ -157,9 +154,7 @@ def _wait(
 
 
 def _labelled(docker_client: docker.DockerClient, container_id: str) -> list[Any]:
-    return docker_client.containers.list(
-        ignore_removed=True, all=True, filters={"label": f"{CONTAINER_ID_LABEL}={container_id}"}
-    )
+    return labelled(docker_client, CONTAINER_ID_LABEL, container_id)
 
 
 def _docker_state(docker_client: docker.DockerClient, docker_id: str) -> dict[str, Any]:

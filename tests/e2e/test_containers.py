@@ -4,7 +4,6 @@ sealed, health checks and the event history are answered, and logs are read from
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from shared.secrets import open_env
 from tests.conftest import RUN_ID, TEST_DATABASE_URL, RunningGateway, RunningWorker
 from tests.e2e.conftest import SignedInUser, sign_up_and_in
 from tests.e2e.test_images import upload_and_process
+from tests.support.docker_containers import remove_labelled
 from tests.support.docker_images import build_test_image, save_image
 from tests.support.waiting import wait_until
 from worker.container_runtime import CONTAINER_ID_LABEL, OWNER_LABEL
@@ -44,11 +44,7 @@ def owners(docker_client: docker.DockerClient) -> Iterator[list[str]]:
     ids: list[str] = []
     yield ids
     for owner in ids:
-        for container in docker_client.containers.list(
-            ignore_removed=True, all=True, filters={"label": f"{OWNER_LABEL}={owner}"}
-        ):
-            with contextlib.suppress(docker.errors.APIError):
-                container.remove(force=True)
+        remove_labelled(docker_client, OWNER_LABEL, owner)
 
 
 def _user(client: httpx.Client, owners: list[str]) -> SignedInUser:

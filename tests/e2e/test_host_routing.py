@@ -12,7 +12,6 @@ Each replica answers /cgi-bin/whoami with its own hostname, so every answer name
 
 from __future__ import annotations
 
-import contextlib
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from tests.e2e.test_images import upload_and_process
 from tests.e2e.test_traffic import WHOAMI, _deploy, _hostname, _listener, web_archive  # noqa: F401 (a fixture)
 from tests.support.certificates import CertificateAuthority, make_ca
 from tests.support.dns import LocalResolver
+from tests.support.docker_containers import remove_labelled
 from tests.support.waiting import wait_until
 from worker.container_runtime import OWNER_LABEL
 
@@ -151,11 +151,7 @@ def site(
                 for claim_id in tenant.claim_ids:
                     client.delete(f"{HOSTNAMES}/{claim_id}", headers=headers)
                 client.delete(f"{LISTENERS}/{tenant.listener_id}", headers=headers)
-                for container in docker_client.containers.list(
-                    ignore_removed=True, all=True, filters={"label": f"{OWNER_LABEL}={tenant.user.id}"}
-                ):
-                    with contextlib.suppress(docker.errors.APIError):
-                        container.remove(force=True)
+                remove_labelled(docker_client, OWNER_LABEL, tenant.user.id)
 
 
 def test_each_host_reaches_only_its_own_tenants_replica(site: Site) -> None:

@@ -17,7 +17,6 @@ metered for the direct ones only, up to protocol overhead (``HEADER_TOLERANCE``)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import time
 from collections.abc import Iterator
@@ -46,6 +45,7 @@ from tests.e2e.test_traffic_history import (  # noqa: F401
     served_user,
     wait_until_served,
 )
+from tests.support.docker_containers import remove_labelled
 from tests.support.waiting import wait_until
 from worker.container_runtime import OWNER_LABEL
 from worker.metering import meter_window, window_bounds
@@ -149,11 +149,7 @@ def blob_user(
             container = _deploy(client, user, image["id"], "blob-0", command=command)
             yield user, container, _listener(client, user)
         finally:
-            for found in docker_client.containers.list(
-                ignore_removed=True, all=True, filters={"label": f"{OWNER_LABEL}={user.id}"}
-            ):
-                with contextlib.suppress(docker.errors.APIError):
-                    found.remove(force=True)
+            remove_labelled(docker_client, OWNER_LABEL, user.id)
 
 
 def get_blobs(address: str, port: int) -> int:

@@ -33,6 +33,7 @@ from shared.db import get_database
 from tests.conftest import RUN_ID, TEST_DATABASE_URL
 from tests.e2e.conftest import SignedInUser, sign_up_and_in
 from tests.e2e.test_images import upload_and_process
+from tests.support.docker_containers import remove_labelled
 from tests.support.docker_images import build_test_image, save_image
 from tests.support.waiting import wait_until
 from worker.container_runtime import CONTAINER_ID_LABEL, OWNER_LABEL
@@ -61,11 +62,7 @@ def web_archive(docker_client: docker.DockerClient, tmp_path_factory: pytest.Tem
 def user(client: httpx.Client, docker_client: docker.DockerClient) -> Iterator[SignedInUser]:
     signed_in = sign_up_and_in(client)
     yield signed_in
-    for container in docker_client.containers.list(
-        ignore_removed=True, all=True, filters={"label": f"{OWNER_LABEL}={signed_in.id}"}
-    ):
-        with contextlib.suppress(docker.errors.APIError):
-            container.remove(force=True)
+    remove_labelled(docker_client, OWNER_LABEL, signed_in.id)
 
 
 class CpuCounter:

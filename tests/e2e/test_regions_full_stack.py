@@ -10,7 +10,6 @@ hostname, so every answer names the replica that served it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -39,6 +38,7 @@ from tests.conftest import (
 )
 from tests.e2e.conftest import SignedInUser, sign_up_and_in
 from tests.e2e.test_images import upload_and_process
+from tests.support.docker_containers import remove_labelled
 from tests.support.docker_images import build_test_image, save_image
 from tests.support.waiting import wait_until
 from worker.container_runtime import OWNER_LABEL
@@ -228,8 +228,4 @@ def test_each_regions_lb_runtime_serves_its_own_replicas_and_client_regions_cros
     finally:
         deleted = client.request("DELETE", "/api/services/geo", json={"confirm": "geo"}, headers=user.auth_headers)
         assert deleted.status_code in (202, 404), deleted.text
-        for container in docker_client.containers.list(
-            ignore_removed=True, all=True, filters={"label": f"{OWNER_LABEL}={user.id}"}
-        ):
-            with contextlib.suppress(docker.errors.APIError):
-                container.remove(force=True)
+        remove_labelled(docker_client, OWNER_LABEL, user.id)

@@ -5,7 +5,6 @@ answer names the replica (hostname) that served it, so each can be traced to its
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import threading
@@ -22,6 +21,7 @@ import pytest
 from tests.conftest import RUN_ID, RunningGateway, RunningLb, RunningWorker, start_worker, stop_process
 from tests.e2e.conftest import SignedInUser, sign_up_and_in
 from tests.e2e.test_images import upload_and_process
+from tests.support.docker_containers import labelled, remove_labelled
 from tests.support.docker_images import build_test_image, save_image
 from tests.support.waiting import wait_until
 from worker.container_runtime import OWNER_LABEL
@@ -76,11 +76,7 @@ def web(
             _wait_routed(client, user, listener.json()["id"], 3)
             yield Web(user, v1["id"], v2["id"], listener.json()["port"])
         finally:
-            for container in docker_client.containers.list(
-                ignore_removed=True, all=True, filters={"label": f"{OWNER_LABEL}={user.id}"}
-            ):
-                with contextlib.suppress(docker.errors.APIError):
-                    container.remove(force=True)
+            remove_labelled(docker_client, OWNER_LABEL, user.id)
 
 
 @pytest.fixture(scope="module")
@@ -140,11 +136,7 @@ def _replicas(client: httpx.Client, user: SignedInUser) -> list[dict[str, Any]]:
 
 def _in_docker(docker_client: docker.DockerClient, user: SignedInUser) -> int:
     """How many containers of the user Docker holds (sparse: one being removed meanwhile is no error)."""
-    return len(
-        docker_client.containers.list(
-            ignore_removed=True, all=True, filters={"label": f"{OWNER_LABEL}={user.id}"}, sparse=True
-        )
-    )
+    return len(labelled(docker_client, OWNER_LABEL, user.id, sparse=True))
 
 
 def _hostname(container: dict[str, Any]) -> str:
@@ -243,14 +235,7 @@ def test_a_v3_failing_its_health_check_is_rolled_back_while_v2_keeps_serving(
     assert streams.failures == [], streams.failures[:5]
     assert {who for _, who in streams.answers} <= v2_hosts
     wait_until(
-        lambda: (
-            len(
-                docker_client.containers.list(
-                    ignore_removed=True, all=True, filters={"label": f"{OWNER_LABEL}={user.id}"}, sparse=True
-                )
-            )
-            == 3
-        ),
+        lambda: _in_docker(docker_client, user) == 3,
         timeout=30,
         message="a release 3 container is left in Docker",
     )
@@ -300,14 +285,7 @@ def test_a_worker_killed_mid_rollout_leaves_exactly_the_declared_replicas(
     assert release["status"] == "healthy", release
     _steady(client, user, 4)
     wait_until(
-        lambda: (
-            len(
-                docker_client.containers.list(
-                    ignore_removed=True, all=True, filters={"label": f"{OWNER_LABEL}={user.id}"}, sparse=True
-                )
-            )
-            == 3
-        ),
+        lambda: _in_docker(docker_client, user) == 3,
         timeout=90,
         message="Docker holds more (or fewer) than the 3 declared replicas",
     )

@@ -27,6 +27,7 @@ from tests.conftest import RUN_ID, RunningGateway, RunningLb
 from tests.e2e.conftest import SignedInUser, sign_up_and_in
 from tests.e2e.test_images import upload_and_process
 from tests.e2e.test_traffic import Stream, _listener, _routed, _wait_for_status
+from tests.support.docker_containers import remove_labelled
 from tests.support.docker_images import build_test_image, save_image
 from tests.support.plans import move_to_plan
 from tests.support.waiting import wait_until
@@ -110,11 +111,7 @@ def tenants(
         yield a, b
     finally:
         for tenant in made:
-            for found in docker_client.containers.list(
-                ignore_removed=True, all=True, filters={"label": f"{OWNER_LABEL}={tenant.user.id}"}
-            ):
-                with contextlib.suppress(docker.errors.APIError):
-                    found.remove(force=True)
+            remove_labelled(docker_client, OWNER_LABEL, tenant.user.id)
 
 
 def sh(docker_client: docker.DockerClient, docker_id: str, command: str) -> str:

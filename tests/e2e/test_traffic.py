@@ -7,7 +7,6 @@ Each replica answers /cgi-bin/whoami with its own hostname, so every answer name
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import ssl
 import threading
@@ -28,6 +27,7 @@ from tests.conftest import RUN_ID, RunningGateway, RunningLb, RunningWorker
 from tests.e2e.conftest import SignedInUser, sign_up_and_in
 from tests.e2e.test_images import upload_and_process
 from tests.support.certificates import make_ca
+from tests.support.docker_containers import remove_labelled
 from tests.support.docker_images import build_test_image, save_image
 from tests.support.plans import move_to_plan
 from tests.support.waiting import wait_until
@@ -81,11 +81,7 @@ def deployment(
                 deployed.replicas[container["id"]] = _hostname(container)
         yield deployed
     finally:
-        for container in docker_client.containers.list(
-            ignore_removed=True, all=True, filters={"label": f"{OWNER_LABEL}={user.id}"}
-        ):
-            with contextlib.suppress(docker.errors.APIError):
-                container.remove(force=True)
+        remove_labelled(docker_client, OWNER_LABEL, user.id)
 
 
 def _deploy(client: httpx.Client, user: SignedInUser, image_id: str, name: str, **extra: Any) -> dict[str, Any]:

@@ -12,7 +12,6 @@ at moments the test chooses, so each reading's content is known.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
 import socket
@@ -35,6 +34,7 @@ from tests.conftest import PROJECT_ROOT, TEST_DATABASE_URL, RunningGateway, free
 from tests.e2e.conftest import SignedInUser, sign_up_and_in
 from tests.e2e.test_images import upload_and_process
 from tests.e2e.test_traffic import WHOAMI, _deploy, _listener, web_archive  # noqa: F401
+from tests.support.docker_containers import remove_labelled
 from tests.support.waiting import wait_until
 from worker.container_runtime import OWNER_LABEL
 from worker.traffic_recorder import read_lb_metrics
@@ -102,11 +102,7 @@ def served_user(
             _deploy(client, user, image["id"], "web-0")
             yield user, _listener(client, user)
         finally:
-            for container in docker_client.containers.list(
-                ignore_removed=True, all=True, filters={"label": f"{OWNER_LABEL}={user.id}"}
-            ):
-                with contextlib.suppress(docker.errors.APIError):
-                    container.remove(force=True)
+            remove_labelled(docker_client, OWNER_LABEL, user.id)
 
 
 def record_reading(admin_url: str) -> None:

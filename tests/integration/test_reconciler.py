@@ -26,6 +26,7 @@ from shared.host_store import HostStore
 from shared.secrets import seal_env
 from shared.storage import get_object_store
 from tests.conftest import RUN_ID
+from tests.support.docker_containers import remove_labelled
 from tests.support.docker_images import built_test_image
 from tests.support.waiting import wait_until_async
 from worker.container_jobs import CUSTOMER_NETWORK, reconcile_container
@@ -93,11 +94,7 @@ async def world(database: Database, web_image: dict[str, str], docker_client: An
         hosts=HostStore(database),
     )
     yield {"host_id": host_id, "user_id": user_id, "image_id": image_id, "settings": settings, "context": context}
-    for container in docker_client.containers.list(
-        ignore_removed=True, all=True, filters={"label": f"{CLUSTER_LABEL}={settings.cluster_id}"}
-    ):
-        with contextlib.suppress(docker.errors.APIError):
-            container.remove(force=True, v=True)
+    remove_labelled(docker_client, CLUSTER_LABEL, settings.cluster_id, volumes=True)
     async with database.transaction() as conn:
         await conn.execute("DELETE FROM containers WHERE owner_id = %s", (user_id,))
         await conn.execute("DELETE FROM users WHERE id = %s", (user_id,))

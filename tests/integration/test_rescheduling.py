@@ -29,6 +29,7 @@ from shared.registry import Instance, Namespace
 from shared.registry.postgres import PostgresRegistry
 from shared.storage import aws_client
 from tests.conftest import RUN_ID, start_worker, stop_process
+from tests.support.docker_containers import remove_labelled
 from tests.support.waiting import wait_until, wait_until_async
 from worker.container_runtime import CONTAINER_ID_LABEL, OWNER_LABEL
 from worker.hosts import mark_stale_hosts_down, register_host
@@ -94,11 +95,7 @@ async def create_tenant(database: Database, docker_client: docker.DockerClient, 
 
 
 async def remove_tenant(database: Database, docker_client: docker.DockerClient, tenant: Tenant) -> None:
-    for container in docker_client.containers.list(
-        ignore_removed=True, all=True, filters={"label": f"{OWNER_LABEL}={tenant.owner_id}"}
-    ):
-        with contextlib.suppress(docker.errors.APIError):
-            container.remove(force=True)
+    remove_labelled(docker_client, OWNER_LABEL, tenant.owner_id)
     async with database.transaction() as conn:
         # The user's containers, images and events go with it; container ports are owned by id, not by user.
         await conn.execute(

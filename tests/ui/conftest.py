@@ -24,6 +24,7 @@ import pytest
 
 from gateway.settings import GatewaySettings
 from tests.conftest import LOCAL_AWS_URL, PROJECT_ROOT, RunningGateway
+from tests.support.docker_containers import remove_labelled
 from tests.support.waiting import wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -197,8 +198,6 @@ def new_credentials() -> tuple[str, str]:
 def ui_user(gateway: RunningGateway, docker_client: Any) -> Iterator[tuple[str, str]]:
     """Credentials for a user the test signs up in the browser; whatever Docker runs for them is removed
     at the end, even when the test failed half-way."""
-    import docker
-
     from worker.container_runtime import OWNER_LABEL
 
     email, password = new_credentials()
@@ -207,11 +206,7 @@ def ui_user(gateway: RunningGateway, docker_client: Any) -> Iterator[tuple[str, 
     if answer.status_code != 200:
         return  # never signed up
     me = httpx.get(f"{gateway.url}/api/auth/me", headers={"Authorization": f"Bearer {answer.json()['access_token']}"})
-    for container in docker_client.containers.list(
-        ignore_removed=True, all=True, filters={"label": f"{OWNER_LABEL}={me.json()['id']}"}
-    ):
-        with contextlib.suppress(docker.errors.APIError):
-            container.remove(force=True)
+    remove_labelled(docker_client, OWNER_LABEL, me.json()["id"])
 
 
 def sign_up_in_browser(session: BrowserSession, email: str, password: str) -> None:

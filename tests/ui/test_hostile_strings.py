@@ -7,7 +7,6 @@ create no element and run no script (no dialog opens).
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from playwright.sync_api import expect
 from tests.conftest import RUN_ID, RunningGateway
 from tests.e2e.conftest import SignedInUser, sign_up_and_in
 from tests.e2e.test_images import upload_and_process
+from tests.support.docker_containers import remove_labelled
 from tests.support.docker_images import BUSYBOX
 from tests.support.waiting import wait_until
 from tests.ui.conftest import SLOW, BrowserSession, open_browser, sign_in_in_browser
@@ -91,11 +91,7 @@ def hostile(
     try:
         yield HostileWorld(user, image, created.json())
     finally:
-        for container in docker_client.containers.list(
-            ignore_removed=True, all=True, filters={"label": f"{OWNER_LABEL}={user.id}"}
-        ):
-            with contextlib.suppress(docker.errors.APIError):
-                container.remove(force=True)
+        remove_labelled(docker_client, OWNER_LABEL, user.id)
 
 
 @pytest.fixture
