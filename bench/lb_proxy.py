@@ -43,7 +43,8 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROXY_CPU = "0"
 LOAD_CPU = "1"  # the backend and wrk
-WRK = ["taskset", "-c", LOAD_CPU, "wrk", "-t", "1"]  # with --processes N: every core, two threads
+WRK = ["taskset", "-c", LOAD_CPU, "wrk"]  # with --processes N: every core
+WRK_THREADS = [1]  # with --processes N: two (never more than the connections: wrk refuses that)
 GOAL_HTTP_RATIO = 0.9
 
 WRK_SCRIPT = """
@@ -194,7 +195,18 @@ def running(
 
 def run_wrk(url: str, connections: int, seconds: float, script: Path) -> tuple[int, float, float, float, int]:
     output = subprocess.run(
-        [*WRK, "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "-s", str(script), url],
+        [
+            *WRK,
+            "-t",
+            str(min(WRK_THREADS[0], connections)),
+            "-c",
+            str(connections),
+            "-d",
+            f"{max(1, round(seconds))}s",
+            "-s",
+            str(script),
+            url,
+        ],
         capture_output=True,
         text=True,
         timeout=seconds + 60,
@@ -404,7 +416,8 @@ def main() -> int:
         return 2
     concurrencies = [int(value) for value in args.connections.split(",") if value.strip()]
     if args.processes > 1:
-        WRK[:] = ["taskset", "-c", f"0-{(os.cpu_count() or 2) - 1}", "wrk", "-t", "2"]
+        WRK[:] = ["taskset", "-c", f"0-{(os.cpu_count() or 2) - 1}", "wrk"]
+        WRK_THREADS[0] = 2
         args.skip_tcp = True
     with tempfile.TemporaryDirectory(prefix="berth-lb-bench-") as tmp_name:
         tmp = Path(tmp_name)
