@@ -18,7 +18,6 @@ from collections import deque
 from typing import Any
 
 import uvloop
-
 from lb_runtime.hot_path import PYTHON_BUILD, HotPathBuild, compiled_build
 from lb_runtime.listeners import ListenerState
 from lb_runtime.settings import LbSettings

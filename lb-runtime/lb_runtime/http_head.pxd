@@ -10,6 +10,9 @@ cdef dict RESPONSE_HEADERS
 cdef bytes REQUEST_SHAPES
 cdef bytes RESPONSE_SHAPES
 cdef bytes _VERSION
+cdef bint COMPILED
+
+cdef bytes _piece(bytes data, Py_ssize_t start, Py_ssize_t end)
 
 @cython.locals(method=bytes)
 cdef object _method(bytes data, Py_ssize_t end)

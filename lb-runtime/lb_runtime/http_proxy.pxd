@@ -135,8 +135,8 @@ cdef class UpstreamConnection:
     @cython.locals(client=HttpClientConnection, current=HttpClientConnection, cycle=RequestCycle, out=list,
                    answer=tuple, joined=bytes)
     cpdef data_received(self, data)
-    @cython.locals(status=int, lines=bytes, body=Py_ssize_t, reusable=bint)
-    cpdef _whole_answer(self, HttpClientConnection client, RequestCycle cycle, tuple answer, bytes data)
+    @cython.locals(status=int, lines=bytes, body=bytes, reusable=bint)
+    cpdef _whole_answer(self, HttpClientConnection client, RequestCycle cycle, tuple answer)
     cpdef on_message_begin(self)
     @cython.locals(lower=bytes)
     cpdef on_header(self, bytes name, bytes value)

@@ -930,7 +930,7 @@ class UpstreamConnection:
             if self.boundary and FAST_HEADS and cycle is not None and cycle.method != b"HEAD":
                 answer = parse_response(data)
                 if answer is not None:
-                    self._whole_answer(client, cycle, answer, data)
+                    self._whole_answer(client, cycle, answer)
                     return
             self.parser.feed_data(data)
         except httptools.HttpParserError:
@@ -951,13 +951,13 @@ class UpstreamConnection:
                     client.transport.write(joined)
 
     def _whole_answer(
-        self, client: HttpClientConnection, cycle: RequestCycle, answer: tuple[int, bytes, int, bool], data: bytes
+        self, client: HttpClientConnection, cycle: RequestCycle, answer: tuple[int, bytes, bytes, bool]
     ) -> None:
         """A whole answer read by http_head (head and Content-Length body): what httptools' callbacks would do."""
         status, lines, body, reusable = answer
         client.begin_response(cycle, status, [STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status, lines], 0)
-        if body < len(data):
-            client.out.append(data[body:])
+        if body:
+            client.out.append(body)
         self.client = None
         self.cycle = None
         client.finish_response(cycle, self, reusable)
