@@ -30,7 +30,7 @@ cdef class RequestCycle:
     cdef public int status
     cdef public double started
     cdef public bint retried
-    cdef public list tried
+    cdef public tuple tried
     cdef public tuple refusal
     cdef public object region
     cdef public list kept

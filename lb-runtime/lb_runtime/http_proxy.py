@@ -159,7 +159,9 @@ class RequestCycle:
     def __init__(self) -> None:
         self.method = b""
         self.head = b""
-        self.body: list[bytes] = []
+        # The body read before an upstream connection took the request (None: nothing buffered). Like ``tried``,
+        # made only when needed: most requests have no body and are never retried.
+        self.body: list[bytes] | None = None
         self.body_size = 0
         self.body_sent = False
         self.chunked = False
@@ -174,7 +176,7 @@ class RequestCycle:
         self.status = 0
         self.started = 0.0
         self.retried = False
-        self.tried: list[Backend] = []
+        self.tried: tuple[Backend, ...] = ()
         # Answered without an instance (shared port: unknown or switched host, or a redirect to https).
         self.refusal: tuple[int, str, str] | None = None
         # The region this request prefers (listeners with a region policy, lb_runtime.regions); None: default.
@@ -537,7 +539,10 @@ class HttpClientConnection:
             upstream.deadline = self.loop.time() + upstream.read_timeout  # an upload is not a silent upstream
             cycle.body_sent = True
         else:
-            cycle.body.append(body)
+            if cycle.body is None:
+                cycle.body = [body]
+            else:
+                cycle.body.append(body)
             if cycle.body_size > MAX_BUFFERED_BODY:
                 self.pause_reading(_PAUSE_CONNECTING)
 
@@ -554,6 +559,8 @@ class HttpClientConnection:
             if upstream is not None:
                 upstream.backend.bytes_in += 5
                 upstream.transport.write(b"0\r\n\r\n")
+            elif cycle.body is None:
+                cycle.body = [b"0\r\n\r\n"]
             else:
                 cycle.body.append(b"0\r\n\r\n")
 
@@ -625,7 +632,7 @@ class HttpClientConnection:
             if cycle.backend is not backend:
                 return  # the client left meanwhile and the request was abandoned
             backend.eject(settings.eject_seconds)
-            cycle.tried.append(backend)
+            cycle.tried = (*cycle.tried, backend)
             next_backend = self._pick(cycle) if len(cycle.tried) <= settings.connect_retries else None
             if next_backend is None or self.closed:
                 # The answer is booked on the last instance tried (the error path releases it).
@@ -678,7 +685,7 @@ class HttpClientConnection:
             first.record(status, now - cycle.started, now)
         cycle.replayed = True
         cycle.region = region
-        cycle.tried = []
+        cycle.tried = ()
         head = cycle.head  # ends with the blank line; no negative index (compiled without wraparound)
         cycle.head = head[: len(head) - 2] + b"Berth-Replayed-From: %s\r\n\r\n" % source.encode()
         cycle.body = list(cycle.kept or ())
@@ -863,7 +870,7 @@ class UpstreamConnection:
             request = b"".join((cycle.head, *cycle.body))
             self.backend.bytes_in += len(request)
             self.transport.write(request)
-            cycle.body = []
+            cycle.body = None
             cycle.body_sent = True
             client.resume_reading(_PAUSE_CONNECTING)
         else:
