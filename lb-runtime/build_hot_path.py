@@ -25,7 +25,7 @@ from typing import Any
 
 PACKAGE_DIR = Path(__file__).resolve().parent / "lb_runtime"
 # The hot path's modules, in dependency order; each NAME.py + NAME.pxd becomes lb_runtime._NAME_compiled.
-MODULES = ("backends", "stats", "http_head", "http_proxy")
+MODULES = ("stats", "backends", "http_head", "http_proxy")
 STAMP_NAME = "COMPILED_FROM_SHA256"
 # The digest of the last build's sources, for --if-stale (the modules carry it too, for lb_runtime.hot_path).
 STAMP_FILE = PACKAGE_DIR / "_compiled.sha256"

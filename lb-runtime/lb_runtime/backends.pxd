@@ -2,6 +2,8 @@
 
 cimport cython
 
+from lb_runtime.stats cimport ListenerStats, latency_bucket
+
 cdef class Backend:
     cdef public str listener_id
     cdef public str id
@@ -24,7 +26,7 @@ cdef class Backend:
     cdef public double latency_sum
     cdef public long long bytes_in
     cdef public long long bytes_out
-    cdef public object stats
+    cdef public ListenerStats stats
     cdef object __weakref__
 
     cpdef bint takes_traffic(self)

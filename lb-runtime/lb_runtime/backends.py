@@ -7,29 +7,11 @@ across swaps; one that leaves is marked removed (drained: no new requests, in-fl
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any
 
 from lb_runtime.snapshot import Instance
-
-# Upper bounds (seconds) of the latency histogram buckets, Prometheus style.
-LATENCY_BUCKETS: tuple[float, ...] = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
+from lb_runtime.stats import LATENCY_BUCKETS, ListenerStats, latency_bucket
 
 
 class Backend:
@@ -87,7 +69,7 @@ class Backend:
         # (ListenerStats) count the client side, which differs by the headers the proxy adds and strips.
         self.bytes_in = 0
         self.bytes_out = 0
-        self.stats: Any = None  # the listener's ListenerStats, set by the listener that serves this backend
+        self.stats: ListenerStats | None = None  # the listener's, set by the listener that serves this backend
 
     @property
     def available(self) -> bool:
@@ -109,7 +91,7 @@ class Backend:
     def record(self, status: int, seconds: float, now: float | None = None) -> None:
         """Count one finished request (here and in the listener's stats); status 0 is a failed TCP connection."""
         self.status_counts[status // 100 if 100 <= status < 600 else 0] += 1
-        self.bucket_counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.bucket_counts[latency_bucket(seconds)] += 1
         self.latency_sum += seconds
         if self.stats is not None:
             self.stats.record(seconds, status >= 500 or status < 100, now)

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from lb_runtime import backends, http_proxy, stats
 
 HotPath = Literal["auto", "compiled", "python"]
-MODULES = ("backends", "stats", "http_head", "http_proxy")  # as in build_hot_path.py
+MODULES = ("stats", "backends", "http_head", "http_proxy")  # as in build_hot_path.py
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 

@@ -32,9 +32,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lb_runtime.backends import LATENCY_BUCKETS, Backend
+from lb_runtime.backends import Backend
 from lb_runtime.settings import LbSettings
 from lb_runtime.snapshot import Listener, RegionPolicy
+from lb_runtime.stats import LATENCY_BUCKETS
 
 # Instances whose host's region is unknown form this group, tried after every named region.
 NO_REGION = ""

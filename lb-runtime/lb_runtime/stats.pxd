@@ -2,6 +2,9 @@
 
 cimport cython
 
+@cython.locals(index=Py_ssize_t, bound=double)
+cpdef Py_ssize_t latency_bucket(double seconds)
+
 cdef class ListenerStats:
     cdef public long requests
     cdef public long errors

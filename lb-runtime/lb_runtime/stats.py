@@ -14,14 +14,41 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from lb_runtime.backends import LATENCY_BUCKETS
-
 if TYPE_CHECKING:
     from lb_runtime.listeners import ListenerState
 
 STATS_WINDOW_SECONDS = 10
 LATENCY_SAMPLES = 2048
 STATUS_CLASSES = ("error", "1xx", "2xx", "3xx", "4xx", "5xx")
+
+# Upper bounds (seconds) of the latency histogram buckets, Prometheus style.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+
+def latency_bucket(seconds: float) -> int:
+    """The histogram bucket of ``seconds``: the first whose bound is not below it (``bisect_left``); a loop from
+    the shortest, where nearly every proxied request falls (in C when compiled, without a call or a float)."""
+    index = 0
+    for bound in LATENCY_BUCKETS:
+        if seconds <= bound:
+            return index
+        index += 1
+    return index
 
 
 class ListenerStats:

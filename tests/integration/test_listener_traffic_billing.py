@@ -23,8 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-from lb_runtime.backends import LATENCY_BUCKETS
-from lb_runtime.stats import STATUS_CLASSES, LbCollector
+from lb_runtime.stats import LATENCY_BUCKETS, STATUS_CLASSES, LbCollector
 from prometheus_client import CollectorRegistry, generate_latest
 
 from functions.load_balancer.service import listener_history
