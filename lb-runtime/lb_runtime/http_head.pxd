@@ -10,6 +10,8 @@ cdef dict RESPONSE_HEADERS
 cdef bytes REQUEST_SHAPES
 cdef bytes RESPONSE_SHAPES
 cdef bytes _VERSION
+# What a header name means (C ints: each header line is compared with several).
+cdef int _DROP, _DECLINE, _CONNECTION, _HOST, _FORWARDED_FOR, _REQUEST_ID, _PREFER_REGION, _CONTENT_LENGTH
 cdef bint COMPILED
 
 cdef bytes _piece(bytes data, Py_ssize_t start, Py_ssize_t end)
