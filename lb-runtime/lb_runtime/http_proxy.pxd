@@ -8,7 +8,16 @@ cimport cython
 from lb_runtime.backends cimport Backend
 from lb_runtime.stats cimport ListenerStats
 
-# A C call from _head_complete (its counter and stem stay module globals).
+# Module state written per request and constants read per request are C globals: a write to the module's dict
+# would also cost every other global lookup its cache.
+cdef long long _request_counter
+cdef bytes _request_id_stem
+cdef tuple _HEX2
+cdef bint FAST_HEADS
+cdef int _PAUSE_PIPELINE, _PAUSE_UPSTREAM, _PAUSE_CONNECTING
+cdef dict STATUS_LINES
+
+# A C call from _head_complete.
 @cython.locals(low=long)
 cpdef bytes next_request_id()
 
