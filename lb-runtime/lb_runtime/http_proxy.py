@@ -587,8 +587,10 @@ class HttpClientConnection:
 
     def _pick(self, cycle: RequestCycle) -> Backend | None:
         """The instance for the request's next attempt (never one in ``cycle.tried``)."""
+        if cycle.region is None:  # always None without a region policy
+            return self.listener.balancer.pick(cycle.tried)
         regional = self.listener.regional
-        if cycle.region is None or regional is None:
+        if regional is None:  # the policy was dropped since the request came in
             return self.listener.balancer.pick(cycle.tried)
         return regional.pick_region(cycle.tried, cycle.region)
 
@@ -930,15 +932,15 @@ class UpstreamConnection:
         if client is None:
             self.close()  # bytes nobody asked for: this connection cannot be trusted any more
             return
-        self.deadline = self.loop.time() + self.read_timeout
         client.buffering = True
         try:
             cycle = self.cycle
             if self.boundary and FAST_HEADS and cycle is not None and cycle.method != b"HEAD":
                 answer = parse_response(data)
                 if answer is not None:
-                    self._whole_answer(client, cycle, answer)
+                    self._whole_answer(client, cycle, answer)  # the answer is complete: no deadline to move
                     return
+            self.deadline = self.loop.time() + self.read_timeout  # an answer still coming is not a silent one
             self.parser.feed_data(data)
         except httptools.HttpParserError:
             current, cycle = self.client, self.cycle
