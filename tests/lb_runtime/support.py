@@ -12,13 +12,14 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 
 from lb_runtime import LbRuntime, LbSettings, StaticSnapshotSource
 
 
 @dataclass
 class HttpBackend:
-    """Answers by path: /slow?s=SECONDS, /echo (body back, chunked), /close (close-delimited), /hang,
+    """Answers by path: /slow?s=SECONDS, /echo (body back, chunked), /close (close-delimited), /hang, /trickle,
     /headers (the request's headers as JSON), /healthz (status from ``health_status``); else 200 with its name.
     """
 
@@ -106,6 +107,20 @@ class HttpBackend:
             await asyncio.sleep(float(query.partition("=")[2] or "0.5"))
         elif path == "/hang":
             await asyncio.sleep(3600)
+        elif path == "/trickle":
+            # ?every=S&parts=N: the body in N parts of 10 bytes, S seconds apart; &stall=1: then one more part
+            # is announced by the Content-Length and never sent
+            options = {key: values[0] for key, values in parse_qs(query).items()}
+            parts, stall = int(options["parts"]), options.get("stall") == "1"
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (10 * (parts + stall)))
+            for _ in range(parts):
+                await writer.drain()
+                await asyncio.sleep(float(options["every"]))
+                writer.write(b"0123456789")
+            await writer.drain()
+            if stall:
+                await asyncio.sleep(3600)
+            return True
         elif path == "/echo":
             writer.write(b"HTTP/1.1 200 OK\r\nX-Backend: %s\r\nTransfer-Encoding: chunked\r\n\r\n" % name)
             for start in range(0, len(body), 7000):

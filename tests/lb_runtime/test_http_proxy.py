@@ -9,6 +9,7 @@ import re
 import sys
 
 import httpx
+import pytest
 from lb_runtime.hot_path import HotPathBuild
 
 from tests.lb_runtime.support import listener, running_lb
@@ -214,6 +215,21 @@ async def test_504_when_the_instance_does_not_answer_in_time(http_backends) -> N
         # the listener still serves afterwards (lift the ejection the timeout put on the only instance)
         runtime.listeners["web"].balancer.backends[0].ejected_until = 0.0
         assert (await client.get("/")).status_code == 200
+
+
+async def test_an_answer_that_keeps_coming_is_not_cut_and_one_that_stalls_is(http_backends) -> None:
+    # GIVEN a read timeout of 0.5 s
+    backend = await http_backends("a")
+    snapshot = {"listeners": [listener("web", [backend.instance])]}
+    lb = running_lb(snapshot, read_timeout_seconds=0.5)
+    async with lb as (runtime, _), httpx.AsyncClient(base_url=_url(runtime), timeout=10) as client:
+        # WHEN an answer comes in parts 0.2 s apart for 1.2 s: each part moves the deadline
+        answer = await client.get("/trickle?every=0.2&parts=6")
+        assert (answer.status_code, answer.content) == (200, b"0123456789" * 6)
+        # WHEN the instance stops partway: the proxy cuts the client's connection at the timeout (a read timeout
+        # of the client's own, 10 s, would show the proxy waited)
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.get("/trickle?every=0.2&parts=2&stall=1")
 
 
 async def test_bounds_malformed_and_oversized_requests_get_4xx_json(http_backends) -> None:
