@@ -65,6 +65,7 @@ cdef class HttpClientConnection:
     cdef public bytes url
     cdef public Py_ssize_t header_bytes
     cdef public Py_ssize_t max_header_bytes
+    cdef public double idle_timeout
     cdef public bytes forwarded_for
     cdef public bytes prefer_region
     cdef public bytes incoming_request_id
@@ -84,7 +85,7 @@ cdef class HttpClientConnection:
     cpdef flush(self)
     cpdef pause_reading(self, int reason)
     cpdef resume_reading(self, int reason)
-    @cython.locals(cycle=RequestCycle, upstream=UpstreamConnection, lower=bytes)
+    @cython.locals(cycle=RequestCycle, upstream=UpstreamConnection, backend=Backend, idle=list)
     cpdef _start(self, RequestCycle cycle)
     cpdef _pick(self, RequestCycle cycle)
     @cython.locals(close=bint)

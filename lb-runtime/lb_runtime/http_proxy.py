@@ -215,6 +215,7 @@ class HttpClientConnection:
         self.url = b""
         self.header_bytes = 0
         self.max_header_bytes = self.settings.max_header_bytes
+        self.idle_timeout = self.settings.client_idle_timeout_seconds
         self.forwarded_for = b""
         self.prefer_region = b""
         self.incoming_request_id = b""
@@ -243,7 +244,7 @@ class HttpClientConnection:
             transport.write(answer)
             self.close()
             return
-        self.deadline = self.loop.time() + self.settings.client_idle_timeout_seconds
+        self.deadline = self.loop.time() + self.idle_timeout
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -780,7 +781,7 @@ class HttpClientConnection:
         elif self.client_eof:
             self.close()  # the client half-closed and everything it asked for is answered
         elif self.parsing is None:
-            self.deadline = self.loop.time() + self.settings.client_idle_timeout_seconds
+            self.deadline = self.loop.time() + self.idle_timeout
 
     def upstream_failed(self, cycle: RequestCycle, upstream: UpstreamConnection, reason: str) -> None:
         """The upstream connection broke or answered garbage."""
