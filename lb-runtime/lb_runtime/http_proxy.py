@@ -588,10 +588,9 @@ class HttpClientConnection:
 
     def _pick(self, cycle: RequestCycle) -> Backend | None:
         """The instance for the request's next attempt (never one in ``cycle.tried``)."""
-        if cycle.region is None:  # always None without a region policy
-            return self.listener.balancer.pick(cycle.tried)
-        regional = self.listener.regional
-        if regional is None:  # the policy was dropped since the request came in
+        # A region is only ever set under a region policy: without one, no policy lookup.
+        regional = None if cycle.region is None else self.listener.regional
+        if regional is None:  # no region, or the policy was dropped since the request came in
             return self.listener.balancer.pick(cycle.tried)
         return regional.pick_region(cycle.tried, cycle.region)
 
