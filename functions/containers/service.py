@@ -230,8 +230,9 @@ async def container_stats(
     since = _since(since_text)
     row = await _owned(containers, owner_id, container_id)
     history = [StatsSample(**sample) for sample in await containers.stats(str(row["id"]), since, limit)]
-    if history and since is None:
-        latest: StatsSample | None = history[-1]
+    if since is None:
+        # From the same read as the history (a second query could see a sample the history does not hold)
+        latest: StatsSample | None = history[-1] if history else None
     else:
         found = await containers.latest_stats(str(row["id"]))
         latest = StatsSample(**found) if found is not None else None
